@@ -1,0 +1,172 @@
+// The admin HTTP API (DESIGN section 4). Errors are typed and turned into JSON answers in one place (onError).
+
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { HttpBindings } from '@hono/node-server';
+import { type Context, Hono } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { getPath } from 'hono/utils/url';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { Clock } from './clock.js';
+import { type Config, redactConfig } from './config.js';
+import type { Drain } from './drain.js';
+import { exposition, type HookEndpoint, type Metrics } from './metrics.js';
+import { parseSleepParams } from './params.js';
+import type { Scrapes } from './shutdown.js';
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: ContentfulStatusCode,
+    readonly code: string,
+    message: string,
+    readonly hint: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+export interface AppDeps {
+  config: Config;
+  clock: Clock;
+  drain: Drain;
+  metrics: Metrics;
+  registry: Registry;
+  scrapes: Scrapes;
+  log: Logger;
+  isTerminating: () => boolean;
+}
+
+const ROUTES = ['/sleep', '/healthz', '/readyz', '/metrics', '/status'] as const;
+const USER_AGENT_MAX = 64;
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest();
+
+type Env = { Bindings: HttpBindings };
+
+export function createApp(deps: AppDeps): Hono<Env> {
+  const { config, clock, drain, metrics, registry, scrapes, log, isTerminating } = deps;
+  const tokenDigest = config.hookToken ? sha256(config.hookToken) : undefined;
+
+  // Kubelets before 1.26 call `//sleep?s=20`.
+  const app = new Hono<Env>({ getPath: (req) => getPath(req).replace(/^\/{2,}/, '/') });
+
+  /** Answers at once, before anything is held or any state changes. */
+  const admitHook = (c: Context<Env>, endpoint: HookEndpoint) => {
+    if (tokenDigest) {
+      const given = /^Bearer (.+)$/.exec(c.req.header('authorization') ?? '')?.[1];
+      if (!given || !timingSafeEqual(sha256(given), tokenDigest)) {
+        drain.refuse(endpoint, 'unauthorized');
+        throw new HttpError(
+          401,
+          'unauthorized',
+          `/${endpoint} needs the hook token`,
+          'send "Authorization: Bearer <DRAIN_HOOK_TOKEN>" via lifecycle.preStop.httpGet.httpHeaders',
+          { 'WWW-Authenticate': 'Bearer' },
+        );
+      }
+    }
+    if (drain.hooksInProgress >= config.maxHooks) {
+      drain.refuse(endpoint, 'rejected_busy');
+      throw new HttpError(
+        429,
+        'too_many_hooks',
+        `${drain.hooksInProgress} hook calls are already held (DRAIN_MAX_HOOKS=${config.maxHooks})`,
+        'retry later, or raise DRAIN_MAX_HOOKS if this many concurrent hook calls are expected',
+      );
+    }
+  };
+
+  app.get('/sleep', async (c) => {
+    admitHook(c, 'sleep');
+    const params = parseSleepParams(new URL(c.req.url).searchParams, config);
+    const malformed = params.problems.length > 0;
+    const userAgent = c.req.header('user-agent')?.slice(0, USER_AGENT_MAX);
+    const hookLog = log.child({ endpoint: 'sleep', userAgent });
+    if (malformed)
+      hookLog.error({ problems: params.problems, holdingSeconds: params.seconds }, 'malformed hook call; holding the default');
+    if (params.clamped) {
+      hookLog.warn({ requestedSeconds: params.requestedSeconds, maxSleepSeconds: config.maxSleepSeconds }, 'hook sleep clamped');
+    }
+
+    const result = await drain.hold({
+      endpoint: 'sleep',
+      ms: params.seconds * 1000,
+      signal: c.req.raw.signal,
+      malformed,
+      clamped: params.clamped,
+      userAgent,
+    });
+
+    const body = {
+      endpoint: 'sleep',
+      episode: result.episode,
+      requestedSeconds: params.requestedSeconds ?? null,
+      heldSeconds: result.waitedSeconds,
+      reason: result.reason,
+      clamped: params.clamped,
+    };
+    if (!malformed) return c.json(body);
+    return c.json(
+      {
+        error: 'bad_request',
+        message: params.problems.join('; '),
+        hint: `the pod was held for the default ${config.defaultSleepSeconds}s anyway; fix the hook path, e.g. /sleep?s=20`,
+        ...body,
+      },
+      400,
+    );
+  });
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+  app.get('/readyz', (c) => (isTerminating() ? c.json({ status: 'terminating' }, 503) : c.json({ status: 'ready' })));
+
+  app.get('/metrics', async (c) => {
+    const startedAt = clock.now();
+    const { contentType, body } = await exposition(registry, c.req.header('accept'));
+    // The final scrape counts once its answer has left in full, not when it was computed.
+    const outgoing = c.env?.outgoing;
+    if (outgoing) outgoing.once('finish', () => scrapes.served(startedAt));
+    else scrapes.served(startedAt);
+    return c.body(body, 200, { 'Content-Type': contentType });
+  });
+
+  app.get('/status', (c) =>
+    c.json({
+      state: isTerminating() ? 'terminating' : drain.open ? 'draining' : 'serving',
+      hooksInProgress: drain.hooksInProgress,
+      episode: drain.status(),
+      lastEpisode: drain.lastEpisode ?? null,
+      config: redactConfig(config),
+    }),
+  );
+
+  for (const path of ROUTES) {
+    app.all(path, (c) => {
+      metrics.invalidRequests.inc({ reason: 'method_not_allowed' });
+      throw new HttpError(405, 'method_not_allowed', `${c.req.method} is not allowed on ${path}`, 'use GET', {
+        Allow: 'GET, HEAD',
+      });
+    });
+  }
+
+  app.notFound((c) => {
+    metrics.invalidRequests.inc({ reason: 'not_found' });
+    return answer(c, new HttpError(404, 'not_found', `no endpoint at this path`, `use one of ${ROUTES.join(', ')}`));
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof HttpError) return answer(c, err);
+    log.error({ err }, 'request failed');
+    return answer(c, new HttpError(500, 'internal', 'internal error', 'see the sidecar log'));
+  });
+
+  function answer(c: Context<Env>, err: HttpError) {
+    const level = err.status >= 500 ? 'error' : 'warn';
+    log[level]({ status: err.status, error: err.code, method: c.req.method, path: c.req.path.slice(0, 100) }, 'request refused');
+    return c.json({ error: err.code, message: err.message, hint: err.hint }, err.status, err.headers);
+  }
+
+  return app;
+}

@@ -1,0 +1,37 @@
+// Time is injected so the drain and shutdown logic runs under fake timers in unit tests.
+
+export interface Clock {
+  /** Monotonic milliseconds: immune to wall-clock steps (NTP) during a drain. */
+  now(): number;
+  /** Wall-clock time, for log lines and /status only. */
+  wallNow(): Date;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+// Resolved at call time, so vitest's fake timers (which replace the globals) apply to code under test.
+export const systemClock: Clock = {
+  now: () => performance.now(),
+  wallNow: () => new Date(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
+
+/** Resolves true after ms, or false as soon as the signal aborts. */
+export function delay(clock: Clock, ms: number, signal?: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve(false);
+    const onAbort = () => {
+      clock.clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = clock.setTimeout(
+      () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(true);
+      },
+      Math.max(0, ms),
+    );
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

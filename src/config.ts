@@ -1,0 +1,258 @@
+// Configuration: one spec table, read from environment variables and their command-line flag twins by one pure
+// function. The README's configuration table is generated from the same table (see renderConfigTable).
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+// The kubelet sends SIGKILL at least this long after SIGTERM, however long the hook took.
+export const KUBELET_MIN_KILL_DELAY_SECONDS = 2;
+
+export interface Config {
+  port: number;
+  host: string;
+  appPorts: number[];
+  gracePeriodSeconds: number;
+  defaultSleepSeconds: number;
+  maxSleepSeconds: number;
+  maxHooks: number;
+  hookToken: string;
+  logLevel: LogLevel;
+  shutdownHoldSeconds: number;
+  finalScrapeSeconds: number;
+}
+
+type Parser<T> = (raw: string) => T | ParseError;
+
+export class ParseError {
+  constructor(readonly rule: string) {}
+}
+
+interface Spec<K extends keyof Config> {
+  key: K;
+  env: string;
+  flag: string;
+  default: string;
+  parse: Parser<Config[K]>;
+  help: string;
+  secret?: boolean;
+}
+
+const seconds =
+  (min: number, max: number): Parser<number> =>
+  (raw) => {
+    const n = /^\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw) : Number.NaN;
+    return n >= min && n <= max ? n : new ParseError(`must be a decimal number of seconds from ${min} to ${max}`);
+  };
+
+const integer =
+  (min: number, max: number): Parser<number> =>
+  (raw) => {
+    const n = /^\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN;
+    return n >= min && n <= max ? n : new ParseError(`must be a whole number from ${min} to ${max}`);
+  };
+
+const port = integer(1, 65535);
+
+const portList: Parser<number[]> = (raw) => {
+  const items = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  const ports: number[] = [];
+  for (const item of items) {
+    const p = port(item);
+    if (p instanceof ParseError) return new ParseError(`must be a comma-separated list of ports (1-65535); "${item}" is not`);
+    if (!ports.includes(p)) ports.push(p);
+  }
+  return ports;
+};
+
+const text: Parser<string> = (raw) => raw;
+
+const oneOf =
+  <T extends string>(values: readonly T[]): Parser<T> =>
+  (raw) =>
+    (values as readonly string[]).includes(raw) ? (raw as T) : new ParseError(`must be one of ${values.join(', ')}`);
+
+// Twelve hours bounds every duration: far above any terminationGracePeriodSeconds in use, and it keeps timers sane.
+const MAX_SECONDS = 43_200;
+
+// The order here is the order of --help and of the README table.
+export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
+  {
+    key: 'port',
+    env: 'DRAIN_PORT',
+    flag: '--port',
+    default: '9555',
+    parse: port,
+    help: 'Port of the hook, probe and metrics API.',
+  },
+  {
+    key: 'host',
+    env: 'DRAIN_HOST',
+    flag: '--host',
+    default: '',
+    parse: text,
+    help: 'Address to listen on; empty means all interfaces (the kubelet calls the pod IP).',
+  },
+  {
+    key: 'appPorts',
+    env: 'DRAIN_APP_PORTS',
+    flag: '--app-ports',
+    default: '',
+    parse: portList,
+    help: "Comma-separated ports the app listens on; after SIGTERM the sidecar waits for the app's listeners to close.",
+  },
+  {
+    key: 'gracePeriodSeconds',
+    env: 'DRAIN_GRACE_PERIOD_SECONDS',
+    flag: '--grace-period-seconds',
+    default: '30',
+    parse: seconds(1, MAX_SECONDS),
+    help: "The pod's terminationGracePeriodSeconds (the Downward API does not expose it). Caps every wait.",
+  },
+  {
+    key: 'defaultSleepSeconds',
+    env: 'DRAIN_DEFAULT_SLEEP_SECONDS',
+    flag: '--default-sleep-seconds',
+    default: '20',
+    parse: seconds(0, MAX_SECONDS),
+    help: '/sleep without s, or with a malformed s, holds this long.',
+  },
+  {
+    key: 'maxSleepSeconds',
+    env: 'DRAIN_MAX_SLEEP_SECONDS',
+    flag: '--max-sleep-seconds',
+    default: '25',
+    parse: seconds(0, MAX_SECONDS),
+    help: 'A larger s is clamped to this (logged and counted).',
+  },
+  {
+    key: 'maxHooks',
+    env: 'DRAIN_MAX_HOOKS',
+    flag: '--max-hooks',
+    default: '64',
+    parse: integer(1, 100_000),
+    help: 'Hook calls held at once; one more gets 429 at once.',
+  },
+  {
+    key: 'hookToken',
+    env: 'DRAIN_HOOK_TOKEN',
+    flag: '--hook-token',
+    default: '',
+    parse: text,
+    secret: true,
+    help: 'If set, /sleep and /drain need the header "Authorization: Bearer <token>" (set it in httpGet.httpHeaders).',
+  },
+  { key: 'logLevel', env: 'DRAIN_LOG_LEVEL', flag: '--log-level', default: 'info', parse: oneOf(LOG_LEVELS), help: 'Log level.' },
+  {
+    key: 'shutdownHoldSeconds',
+    env: 'DRAIN_SHUTDOWN_HOLD_SECONDS',
+    flag: '--shutdown-hold-seconds',
+    default: '2',
+    parse: seconds(0, MAX_SECONDS),
+    help: "After SIGTERM, keep serving at least this long for a hook call racing the signal (the kubelet starts every container's preStop at once).",
+  },
+  {
+    key: 'finalScrapeSeconds',
+    env: 'DRAIN_FINAL_SCRAPE_SECONDS',
+    flag: '--final-scrape-seconds',
+    default: '15',
+    parse: seconds(0, MAX_SECONDS),
+    help: 'Once /metrics has been scraped, wait up to this long after the last drain for one more scrape before exiting.',
+  },
+];
+
+export type ConfigResult =
+  | { ok: true; config: Config; warnings: string[] }
+  | { ok: false; errors: string[] }
+  | { ok: 'help' }
+  | { ok: 'version' };
+
+function readFlags(argv: readonly string[], errors: string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  const known = new Set(CONFIG_SPEC.map((s) => s.flag));
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const eq = arg.indexOf('=');
+    const name = eq === -1 ? arg : arg.slice(0, eq);
+    if (!known.has(name)) {
+      errors.push(`unknown argument ${name}; see --help`);
+      continue;
+    }
+    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined) errors.push(`${name} needs a value`);
+    else flags.set(name, value);
+  }
+  return flags;
+}
+
+/** Builds the configuration from the environment and flags (a flag wins over its variable); every error at once. */
+export function parseConfig(env: Readonly<Record<string, string | undefined>>, argv: readonly string[]): ConfigResult {
+  if (argv.includes('--help') || argv.includes('-h')) return { ok: 'help' };
+  if (argv.includes('--version')) return { ok: 'version' };
+
+  const errors: string[] = [];
+  const flags = readFlags(argv, errors);
+  const config: Record<string, unknown> = {};
+  for (const spec of CONFIG_SPEC) {
+    const raw = flags.get(spec.flag) ?? env[spec.env] ?? spec.default;
+    const value = spec.parse(raw);
+    if (value instanceof ParseError) {
+      const shown = spec.secret ? '(hidden)' : JSON.stringify(raw);
+      errors.push(`${spec.flag} (${spec.env}) ${value.rule}; got ${shown}`);
+    } else config[spec.key] = value;
+  }
+  if (errors.length > 0) return { ok: false, errors };
+
+  const c = config as unknown as Config;
+  if (c.appPorts.includes(c.port))
+    errors.push(`--app-ports (DRAIN_APP_PORTS) must not include the sidecar's own --port ${c.port}`);
+  if (c.defaultSleepSeconds > c.maxSleepSeconds) {
+    errors.push(
+      `--default-sleep-seconds (DRAIN_DEFAULT_SLEEP_SECONDS) must not exceed --max-sleep-seconds (DRAIN_MAX_SLEEP_SECONDS): ${c.defaultSleepSeconds} > ${c.maxSleepSeconds}`,
+    );
+  }
+  if (errors.length > 0) return { ok: false, errors };
+  return { ok: true, config: c, warnings: budgetWarnings(c) };
+}
+
+/** What cannot fit the grace budget: worth a warning at start-up, not a refusal to start. */
+export function budgetWarnings(c: Config): string[] {
+  const warnings: string[] = [];
+  const appTime = c.gracePeriodSeconds - c.defaultSleepSeconds;
+  if (appTime < KUBELET_MIN_KILL_DELAY_SECONDS) {
+    warnings.push(
+      `the default sleep of ${c.defaultSleepSeconds}s leaves the app ${appTime}s of a ${c.gracePeriodSeconds}s grace period; lower DRAIN_DEFAULT_SLEEP_SECONDS or raise terminationGracePeriodSeconds and DRAIN_GRACE_PERIOD_SECONDS together`,
+    );
+  }
+  if (c.maxSleepSeconds > c.gracePeriodSeconds) {
+    warnings.push(
+      `DRAIN_MAX_SLEEP_SECONDS ${c.maxSleepSeconds} exceeds the grace period of ${c.gracePeriodSeconds}s; waits are cut at the grace period`,
+    );
+  }
+  return warnings;
+}
+
+/** The effective configuration for logs and /status: secrets are never shown, only whether they are set. */
+export function redactConfig(c: Config): Record<string, unknown> {
+  const shown: Record<string, unknown> = { ...c };
+  for (const spec of CONFIG_SPEC) if (spec.secret) shown[spec.key] = c[spec.key] ? '(set)' : '(unset)';
+  return shown;
+}
+
+export function renderHelp(name: string): string {
+  const lines = [`Usage: ${name} [flags]`, '', 'Every flag has an environment variable twin; a flag wins over its variable.', ''];
+  for (const s of CONFIG_SPEC) {
+    lines.push(`  ${s.flag} (${s.env}, default ${JSON.stringify(s.default)})`, `      ${s.help}`);
+  }
+  lines.push('  --help', '  --version', '');
+  return lines.join('\n');
+}
+
+export function renderConfigTable(): string {
+  const rows = CONFIG_SPEC.map(
+    (s) => `| \`${s.env}\` | \`${s.flag}\` | ${s.default === '' ? '(empty)' : `\`${s.default}\``} | ${s.help} |`,
+  );
+  return ['| variable | flag | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
+}

@@ -1,0 +1,204 @@
+// Drain episodes: the state machine behind the hook endpoints. An episode opens with the first hook call (or SIGTERM)
+// and closes when the last hook call in it returns; every wait in it is capped by the grace budget that began with it.
+
+import type { Logger } from 'pino';
+import { type Clock, delay } from './clock.js';
+import type { EndReason, HookEndpoint, HookOutcome, Metrics } from './metrics.js';
+
+export type Trigger = 'hook' | 'sigterm';
+
+export interface EpisodeSummary {
+  episode: number;
+  trigger: Trigger;
+  startedAt: string;
+  durationSeconds: number;
+  reason: EndReason;
+  budgetSeconds: number;
+  hookCalls: Partial<Record<HookOutcome, number>>;
+  maxHooksInProgress: number;
+}
+
+interface Episode {
+  id: number;
+  trigger: Trigger;
+  startedAt: number;
+  startedAtWall: Date;
+  budgetEndsAt: number;
+  hookCalls: Partial<Record<HookOutcome, number>>;
+  maxHooksInProgress: number;
+}
+
+export interface HoldRequest {
+  endpoint: HookEndpoint;
+  /** How long the caller asked to be held, after clamping. */
+  ms: number;
+  signal: AbortSignal;
+  malformed: boolean;
+  clamped: boolean;
+  /** The caller's User-Agent (the kubelet sends kube-lifecycle/<version>), for the log only. */
+  userAgent: string | undefined;
+}
+
+export interface HoldResult {
+  episode: number;
+  outcome: HookOutcome;
+  reason: EndReason;
+  waitedSeconds: number;
+}
+
+export interface DrainDeps {
+  clock: Clock;
+  metrics: Metrics;
+  log: Logger;
+  gracePeriodSeconds: number;
+}
+
+const round3 = (n: number) => Math.round(n * 1000) / 1000;
+
+export class Drain {
+  #current: Episode | undefined;
+  #last: EpisodeSummary | undefined;
+  #lastStartedAt = Number.NEGATIVE_INFINITY;
+  #lastEndedAt = Number.NEGATIVE_INFINITY;
+  #nextId = 1;
+  #inProgress = 0;
+  #listeners = new Set<() => void>();
+  readonly #deps: DrainDeps;
+
+  constructor(deps: DrainDeps) {
+    this.#deps = deps;
+  }
+
+  get hooksInProgress(): number {
+    return this.#inProgress;
+  }
+
+  get open(): boolean {
+    return this.#current !== undefined;
+  }
+
+  /** Monotonic time the latest episode started, or -Infinity. */
+  get lastStartedAt(): number {
+    return this.#lastStartedAt;
+  }
+
+  /** Monotonic time the latest episode ended, or -Infinity. */
+  get lastEndedAt(): number {
+    return this.#lastEndedAt;
+  }
+
+  get lastEpisode(): EpisodeSummary | undefined {
+    return this.#last;
+  }
+
+  /** Calls fn whenever hooks start or end, or an episode opens or closes. */
+  onChange(fn: () => void): void {
+    this.#listeners.add(fn);
+  }
+
+  /** Opens an episode unless one is open; returns it. */
+  begin(trigger: Trigger): Episode {
+    if (this.#current) return this.#current;
+    const { clock, metrics, log, gracePeriodSeconds } = this.#deps;
+    const now = clock.now();
+    const episode: Episode = {
+      id: this.#nextId++,
+      trigger,
+      startedAt: now,
+      startedAtWall: clock.wallNow(),
+      budgetEndsAt: now + gracePeriodSeconds * 1000,
+      hookCalls: {},
+      maxHooksInProgress: 0,
+    };
+    this.#current = episode;
+    this.#lastStartedAt = now;
+    metrics.draining.set(1);
+    log.info({ episode: episode.id, trigger }, 'drain started');
+    this.#changed();
+    return episode;
+  }
+
+  /** Counts a hook call that was answered at once and held nothing (401, 429): it touches no episode. */
+  refuse(endpoint: HookEndpoint, outcome: 'rejected_busy' | 'unauthorized'): void {
+    this.#deps.metrics.hookCalls.inc({ endpoint, outcome });
+  }
+
+  /** Holds a hook call within the current episode (opening one if needed), capped by the episode's grace budget. */
+  async hold(req: HoldRequest): Promise<HoldResult> {
+    const { clock, metrics } = this.#deps;
+    const episode = this.begin('hook');
+    this.#inProgress++;
+    episode.maxHooksInProgress = Math.max(episode.maxHooksInProgress, this.#inProgress);
+    metrics.hooksInProgress.set(this.#inProgress);
+    this.#changed();
+
+    const start = clock.now();
+    const budgetMs = episode.budgetEndsAt - start;
+    const cut = budgetMs < req.ms;
+    const completed = await delay(clock, Math.min(req.ms, budgetMs), req.signal);
+    const waitedSeconds = round3((clock.now() - start) / 1000);
+
+    const reason: EndReason = !completed ? 'caller_gone' : cut ? 'budget' : 'elapsed';
+    const outcome: HookOutcome = !completed ? 'caller_gone' : req.malformed ? 'malformed' : req.clamped ? 'clamped' : 'ok';
+    episode.hookCalls[outcome] = (episode.hookCalls[outcome] ?? 0) + 1;
+    metrics.hookCalls.inc({ endpoint: req.endpoint, outcome });
+
+    const result = { episode: episode.id, outcome, reason, waitedSeconds };
+    this.#deps.log[completed ? 'info' : 'warn'](
+      { endpoint: req.endpoint, userAgent: req.userAgent, ...result },
+      'hook call finished',
+    );
+
+    this.#inProgress--;
+    metrics.hooksInProgress.set(this.#inProgress);
+    if (this.#inProgress === 0) this.finish(reason);
+    else this.#changed();
+    return result;
+  }
+
+  /** Closes the open episode, if any: records its figures and logs the one `drain finished` line. */
+  finish(reason: EndReason): EpisodeSummary | undefined {
+    const episode = this.#current;
+    if (!episode) return undefined;
+    const { clock, metrics, log, gracePeriodSeconds } = this.#deps;
+    const now = clock.now();
+    const summary: EpisodeSummary = {
+      episode: episode.id,
+      trigger: episode.trigger,
+      startedAt: episode.startedAtWall.toISOString(),
+      durationSeconds: round3((now - episode.startedAt) / 1000),
+      reason,
+      budgetSeconds: gracePeriodSeconds,
+      hookCalls: episode.hookCalls,
+      maxHooksInProgress: episode.maxHooksInProgress,
+    };
+    this.#current = undefined;
+    this.#last = summary;
+    this.#lastEndedAt = now;
+    metrics.draining.set(0);
+    metrics.drainDuration.observe({ reason }, summary.durationSeconds);
+    const quiet = reason === 'elapsed' || reason === 'budget';
+    log[quiet ? 'info' : 'warn'](summary, 'drain finished');
+    this.#changed();
+    return summary;
+  }
+
+  /** The open episode as /status shows it. */
+  status(): Record<string, unknown> | null {
+    const episode = this.#current;
+    if (!episode) return null;
+    const now = this.#deps.clock.now();
+    return {
+      episode: episode.id,
+      trigger: episode.trigger,
+      startedAt: episode.startedAtWall.toISOString(),
+      elapsedSeconds: round3((now - episode.startedAt) / 1000),
+      budgetRemainingSeconds: round3(Math.max(0, episode.budgetEndsAt - now) / 1000),
+      hookCalls: episode.hookCalls,
+    };
+  }
+
+  #changed(): void {
+    for (const fn of this.#listeners) fn();
+  }
+}

@@ -1,0 +1,172 @@
+// Every metric is declared once in METRIC_SPECS: it creates the metric and renders the README table.
+
+import {
+  Counter,
+  collectDefaultMetrics,
+  Gauge,
+  Histogram,
+  type Metric,
+  type MetricObjectWithValues,
+  type MetricValue,
+  type OpenMetricsContentType,
+  Registry,
+} from 'prom-client';
+
+export const METRIC_PREFIX = 'drain_sidecar_';
+
+export const HOOK_ENDPOINTS = ['sleep', 'drain'] as const;
+export type HookEndpoint = (typeof HOOK_ENDPOINTS)[number];
+
+// One outcome per hook call. clamped and malformed calls still held the pod (see DESIGN section 4).
+export const HOOK_OUTCOMES = ['ok', 'clamped', 'malformed', 'caller_gone', 'rejected_busy', 'unauthorized'] as const;
+export type HookOutcome = (typeof HOOK_OUTCOMES)[number];
+
+// Why a hook returned, and so why the episode it ended finished. no_hook: SIGTERM started the episode and no hook call
+// came (the preStop hook is probably missing). exit: the sidecar exited with the episode still open.
+export const END_REASONS = ['elapsed', 'budget', 'caller_gone', 'no_hook', 'exit'] as const;
+export type EndReason = (typeof END_REASONS)[number];
+
+// Grace periods run from a few seconds to a few minutes; the buckets resolve the 5-30 s range where sleeps are chosen.
+const DRAIN_BUCKETS = [0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30, 45, 60, 90, 120, 180, 300];
+
+interface MetricSpec {
+  name: string;
+  type: 'counter' | 'gauge' | 'histogram';
+  help: string;
+  labels?: Record<string, readonly string[]>;
+  buckets?: number[];
+}
+
+export const METRIC_SPECS = {
+  hookCalls: {
+    name: `${METRIC_PREFIX}hook_calls_total`,
+    type: 'counter',
+    help: 'Hook calls by endpoint and outcome. Every outcome but rejected_busy and unauthorized held the pod.',
+    labels: { endpoint: HOOK_ENDPOINTS, outcome: HOOK_OUTCOMES },
+  },
+  hooksInProgress: {
+    name: `${METRIC_PREFIX}hooks_in_progress`,
+    type: 'gauge',
+    help: 'Hook calls being held now.',
+  },
+  draining: {
+    name: `${METRIC_PREFIX}draining`,
+    type: 'gauge',
+    help: '1 while a drain episode is open (from its first hook call or SIGTERM until its last hook call returns).',
+  },
+  terminating: {
+    name: `${METRIC_PREFIX}terminating`,
+    type: 'gauge',
+    help: '1 once the sidecar has received SIGTERM.',
+  },
+  drainDuration: {
+    name: `${METRIC_PREFIX}drain_duration_seconds`,
+    type: 'histogram',
+    help: 'Duration of finished drain episodes, by why the episode ended.',
+    labels: { reason: END_REASONS },
+    buckets: DRAIN_BUCKETS,
+  },
+  invalidRequests: {
+    name: `${METRIC_PREFIX}invalid_requests_total`,
+    type: 'counter',
+    help: 'Requests for an unknown path or with a wrong method, answered 404 or 405.',
+    labels: { reason: ['not_found', 'method_not_allowed'] },
+  },
+  buildInfo: {
+    name: `${METRIC_PREFIX}build_info`,
+    type: 'gauge',
+    help: 'Always 1; labels carry the sidecar version and the Node.js version running it.',
+    labels: { version: [], node_version: [] },
+  },
+} as const satisfies Record<string, MetricSpec>;
+
+type LabelsOf<S> = S extends { labels: Record<infer L, readonly string[]> } ? L & string : never;
+
+export type Metrics = {
+  [K in keyof typeof METRIC_SPECS]: (typeof METRIC_SPECS)[K]['type'] extends 'counter'
+    ? Counter<LabelsOf<(typeof METRIC_SPECS)[K]>>
+    : (typeof METRIC_SPECS)[K]['type'] extends 'gauge'
+      ? Gauge<LabelsOf<(typeof METRIC_SPECS)[K]>>
+      : Histogram<LabelsOf<(typeof METRIC_SPECS)[K]>>;
+};
+
+/**
+ * Every combination of the fixed label values, so labelled series exist (at zero) before anything happens. A label
+ * without fixed values (build_info's) yields none.
+ */
+function labelCombinations(labels: Record<string, readonly string[]>): Record<string, string>[] {
+  let combos: Record<string, string>[] = [{}];
+  for (const [name, values] of Object.entries(labels)) {
+    combos = combos.flatMap((combo) => values.map((v) => ({ ...combo, [name]: v })));
+  }
+  return combos;
+}
+
+function create(spec: MetricSpec, registry: Registry): Counter | Gauge | Histogram {
+  const config = { name: spec.name, help: spec.help, labelNames: Object.keys(spec.labels ?? {}), registers: [registry] };
+  const combos = labelCombinations(spec.labels ?? {});
+  switch (spec.type) {
+    case 'counter': {
+      const counter = new Counter(config);
+      for (const labels of combos) counter.inc(labels, 0);
+      return counter;
+    }
+    case 'gauge':
+      return new Gauge(config);
+    case 'histogram': {
+      const histogram = new Histogram({ ...config, buckets: spec.buckets ?? DRAIN_BUCKETS });
+      for (const labels of combos) histogram.zero(labels);
+      return histogram;
+    }
+  }
+}
+
+// prom-client's default metrics include gauges named *_total, which promtool rejects; each has a twin without the
+// suffix carrying the same figure by type, so dropping these loses nothing.
+const REJECTED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+export function createMetrics(registry: Registry, build: { version: string; nodeVersion: string }): Metrics {
+  collectDefaultMetrics({ register: registry });
+  for (const name of REJECTED_DEFAULT_METRICS) registry.removeSingleMetric(name);
+
+  const metrics = Object.fromEntries(
+    Object.entries(METRIC_SPECS).map(([key, spec]) => [key, create(spec, registry)]),
+  ) as unknown as Metrics;
+  metrics.buildInfo.set({ version: build.version, node_version: build.nodeVersion }, 1);
+  return metrics;
+}
+
+type MetricView = { get(): Promise<MetricObjectWithValues<MetricValue<string>>> };
+// Internal to prom-client 15 (pinned); test/unit/metrics.test.ts fails if it changes.
+type OpenMetricsRenderer = { getMetricsAsString(metric: MetricView): Promise<string> };
+
+/** The exposition for an Accept header: OpenMetrics when asked for, Prometheus text otherwise. */
+export async function exposition(registry: Registry, accept: string | undefined): Promise<{ contentType: string; body: string }> {
+  if (!accept?.includes('application/openmetrics-text')) {
+    return { contentType: registry.contentType, body: await registry.metrics() };
+  }
+  // Registry#metrics in OpenMetrics mode renames each counter in place (drops _total), which would corrupt every later
+  // Prometheus-text scrape of the same metric objects; render through a renamed view of each metric instead.
+  const om = new Registry<OpenMetricsContentType>();
+  om.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  const parts = await Promise.all(
+    (registry.getMetricsAsArray() as unknown as Metric[]).map((metric) =>
+      (om as unknown as OpenMetricsRenderer).getMetricsAsString({
+        get: async () => {
+          const m = await metric.get();
+          // At run time the type is a string; the typings declare an enum.
+          return (m.type as unknown) === 'counter' ? { ...m, name: m.name.replace(/_total$/, '') } : m;
+        },
+      }),
+    ),
+  );
+  return { contentType: Registry.OPENMETRICS_CONTENT_TYPE, body: `${parts.join('\n')}\n# EOF\n` };
+}
+
+export function renderMetricsTable(): string {
+  const rows = Object.values<MetricSpec>(METRIC_SPECS).map((s) => {
+    const labels = Object.keys(s.labels ?? {});
+    return `| \`${s.name}\` | ${s.type} | ${labels.map((l) => `\`${l}\``).join(', ')} | ${s.help} |`;
+  });
+  return ['| metric | type | labels | meaning |', '|---|---|---|---|', ...rows].join('\n');
+}
