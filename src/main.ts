@@ -1,15 +1,10 @@
 // The only module that touches the process: arguments, environment, signals, stdout and exit.
 
 import { pino } from 'pino';
-import { Registry } from 'prom-client';
 import pkg from '../package.json' with { type: 'json' };
-import { createApp } from './app.js';
 import { systemClock } from './clock.js';
 import { parseConfig, redactConfig, renderHelp } from './config.js';
-import { Drain } from './drain.js';
-import { createMetrics } from './metrics.js';
-import { createServer, listen } from './server.js';
-import { Scrapes, Shutdown } from './shutdown.js';
+import { createSidecar } from './sidecar.js';
 
 // Exit codes, as the reloaders do: 2 for configuration the user must fix, 1 for a failure at run time.
 const EXIT_CONFIG = 2;
@@ -38,46 +33,21 @@ async function main(): Promise<void> {
   );
   for (const problem of warnings) log.warn({ problem }, 'configuration does not fit the grace budget');
 
-  const clock = systemClock;
-  const registry = new Registry();
-  const metrics = createMetrics(registry, { version: pkg.version, nodeVersion: process.version });
-  const drain = new Drain({
-    clock,
-    metrics,
-    log: log.child({ component: 'drain' }),
-    gracePeriodSeconds: config.gracePeriodSeconds,
-  });
-  const scrapes = new Scrapes();
-
-  const shutdown = new Shutdown({
-    clock,
-    drain,
-    metrics,
-    scrapes,
+  const sidecar = createSidecar({
     config,
-    log: log.child({ component: 'shutdown' }),
-    appStopped: () => true,
+    clock: systemClock,
+    log,
+    version: pkg.version,
     exit: (code) => {
       log.info({ code }, 'exiting');
       process.exit(code);
     },
   });
-  const app = createApp({
-    config,
-    clock,
-    drain,
-    metrics,
-    registry,
-    scrapes,
-    log: log.child({ component: 'http' }),
-    isTerminating: () => shutdown.terminating,
-  });
-  const server = createServer(app, config.maxHooks);
-  process.on('SIGTERM', () => shutdown.sigterm());
-  process.on('SIGINT', () => shutdown.interrupt());
+  process.on('SIGTERM', () => sidecar.shutdown.sigterm());
+  process.on('SIGINT', () => sidecar.shutdown.interrupt());
 
   try {
-    const address = await listen(server, config.port, config.host);
+    const address = await sidecar.start();
     log.info({ version: pkg.version, node: process.version, address, config: redactConfig(config) }, 'drain-sidecar started');
   } catch (err) {
     log.fatal({ err }, 'cannot listen');

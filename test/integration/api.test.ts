@@ -1,0 +1,220 @@
+// The HTTP API on a real socket, wired as main.ts wires it, with the real clock.
+import { spawnSync } from 'node:child_process';
+import { request } from 'node:http';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { systemClock } from '../../src/clock.js';
+import { type Config, parseConfig } from '../../src/config.js';
+import { createSidecar } from '../../src/sidecar.js';
+import { testWiring } from '../helpers.js';
+
+const running: { close(): void }[] = [];
+afterEach(() => {
+  for (const s of running.splice(0)) s.close();
+});
+
+async function startSidecar(env: Record<string, string> = {}) {
+  const parsed = parseConfig({ DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '1', ...env }, []);
+  if (parsed.ok !== true) throw new Error(JSON.stringify(parsed));
+  const { log, lines } = testWiring();
+  const exit = vi.fn();
+  const config: Config = { ...parsed.config, port: 0 };
+  const sidecar = createSidecar({ config, clock: systemClock, log, version: '0.0.0-test', exit });
+  const { port } = await sidecar.start();
+  running.push({
+    close: () => {
+      sidecar.server.close();
+      sidecar.server.closeAllConnections();
+    },
+  });
+  return { ...sidecar, port, lines, exit };
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  json: () => Record<string, unknown>;
+  ms: number;
+}
+
+/** A raw HTTP GET (the path is sent exactly as given, like the kubelet's), bounded in time. */
+function get(
+  port: number,
+  path: string,
+  headers: Record<string, string> = {},
+  signal?: AbortSignal,
+  method = 'GET',
+): Promise<Answer> {
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method, headers, signal, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => {
+        body += chunk;
+      });
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body,
+          json: () => JSON.parse(body),
+          ms: performance.now() - start,
+        }),
+      );
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const metric = async (port: number, series: string) => {
+  const { body } = await get(port, '/metrics');
+  const line = body.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+};
+
+describe('hook endpoints', () => {
+  it('/sleep?s=0.5 answers 200 after half a second with what it did', async () => {
+    const { port } = await startSidecar();
+    const answer = await get(port, '/sleep?s=0.5', { 'User-Agent': 'kube-lifecycle/1.34', Accept: '*/*' });
+    expect(answer.status).toBe(200);
+    expect(answer.ms).toBeGreaterThanOrEqual(490);
+    expect(answer.ms).toBeLessThan(1500);
+    expect(answer.json()).toMatchObject({ endpoint: 'sleep', requestedSeconds: 0.5, reason: 'elapsed', clamped: false });
+    expect(answer.body.length).toBeLessThan(1024);
+  });
+
+  it('accepts the double slash of kubelets before 1.26', async () => {
+    const { port } = await startSidecar();
+    const answer = await get(port, '//sleep?s=0.1');
+    expect(answer.status).toBe(200);
+    expect(answer.json()).toMatchObject({ endpoint: 'sleep', requestedSeconds: 0.1 });
+  });
+
+  it('holds a malformed call for the default sleep, then answers 400 naming the problem', async () => {
+    const { port, lines } = await startSidecar({ DRAIN_DEFAULT_SLEEP_SECONDS: '0.4' });
+    const answer = await get(port, '/sleep?s=2o');
+    expect(answer.status).toBe(400);
+    expect(answer.ms).toBeGreaterThanOrEqual(390);
+    expect(answer.json()).toMatchObject({
+      error: 'bad_request',
+      message: 's must be a decimal number of seconds such as s=20; got "2o"',
+      heldSeconds: expect.any(Number),
+    });
+    expect(answer.json().hint).toContain('held for the default 0.4s');
+    expect(lines.find((l) => l.msg === 'malformed hook call; holding the default')).toMatchObject({ level: 50 });
+    expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="malformed"}')).toBe(1);
+  });
+
+  it('clamps a sleep above the maximum, logs and counts it', async () => {
+    const { port, lines } = await startSidecar({ DRAIN_DEFAULT_SLEEP_SECONDS: '0.1', DRAIN_MAX_SLEEP_SECONDS: '0.3' });
+    const answer = await get(port, '/sleep?s=600');
+    expect(answer.status).toBe(200);
+    expect(answer.ms).toBeLessThan(1500);
+    expect(answer.json()).toMatchObject({ requestedSeconds: 600, clamped: true });
+    expect(lines.find((l) => l.msg === 'hook sleep clamped')).toMatchObject({ level: 40, requestedSeconds: 600 });
+    expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="clamped"}')).toBe(1);
+  });
+
+  it('answers 429 at once past DRAIN_MAX_HOOKS, and counts it', async () => {
+    const { port } = await startSidecar({ DRAIN_MAX_HOOKS: '2' });
+    const held = [get(port, '/sleep?s=1'), get(port, '/sleep?s=1')];
+    await vi.waitFor(async () => expect((await get(port, '/status')).json().hooksInProgress).toBe(2), { timeout: 2000 });
+    const refused = await get(port, '/sleep?s=1');
+    expect(refused.status).toBe(429);
+    expect(refused.ms).toBeLessThan(500);
+    expect(refused.json()).toMatchObject({ error: 'too_many_hooks', hint: expect.stringContaining('DRAIN_MAX_HOOKS') });
+    expect((await Promise.all(held)).map((a) => a.status)).toEqual([200, 200]);
+    expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="rejected_busy"}')).toBe(1);
+  });
+
+  it('with a token, answers 401 at once without it and changes no drain state', async () => {
+    const { port, lines } = await startSidecar({ DRAIN_HOOK_TOKEN: 'hunter2' });
+    const attempts: Record<string, string>[] = [{}, { Authorization: 'Bearer wrong' }, { Authorization: 'hunter2' }];
+    for (const headers of attempts) {
+      const answer = await get(port, '/sleep?s=1', headers);
+      expect(answer.status).toBe(401);
+      expect(answer.ms).toBeLessThan(500);
+      expect(answer.headers['www-authenticate']).toBe('Bearer');
+      expect(answer.json()).toMatchObject({ error: 'unauthorized', hint: expect.stringContaining('httpHeaders') });
+    }
+    const status = (await get(port, '/status')).json();
+    expect(status).toMatchObject({ state: 'serving', episode: null, lastEpisode: null });
+    expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="unauthorized"}')).toBe(3);
+    expect((await get(port, '/sleep?s=0.1', { Authorization: 'Bearer hunter2' })).status).toBe(200);
+    expect(JSON.stringify(lines)).not.toContain('hunter2');
+    expect(JSON.stringify(status)).not.toContain('hunter2');
+  });
+
+  it('stops holding when the caller goes away, and counts it', async () => {
+    const { port } = await startSidecar();
+    const caller = new AbortController();
+    const call = get(port, '/sleep?s=5', {}, caller.signal).catch((err: Error) => err);
+    await vi.waitFor(async () => expect((await get(port, '/status')).json().hooksInProgress).toBe(1), { timeout: 2000 });
+    caller.abort();
+    await call;
+    await vi.waitFor(
+      async () => {
+        expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="caller_gone"}')).toBe(1);
+      },
+      { timeout: 2000 },
+    );
+    expect((await get(port, '/status')).json()).toMatchObject({ hooksInProgress: 0, lastEpisode: { reason: 'caller_gone' } });
+  });
+});
+
+describe('probes, status and errors', () => {
+  it('reports liveness, and readiness until SIGTERM', async () => {
+    const { port, shutdown } = await startSidecar({ DRAIN_SHUTDOWN_HOLD_SECONDS: '5' });
+    expect((await get(port, '/healthz')).status).toBe(200);
+    expect((await get(port, '/readyz')).json()).toEqual({ status: 'ready' });
+    shutdown.sigterm();
+    const ready = await get(port, '/readyz');
+    expect(ready.status).toBe(503);
+    expect(ready.json()).toEqual({ status: 'terminating' });
+    expect((await get(port, '/healthz')).status).toBe(200);
+  });
+
+  it('shows the open episode and the effective configuration in /status', async () => {
+    const { port } = await startSidecar({ DRAIN_APP_PORTS: '8080' });
+    const held = get(port, '/sleep?s=0.5');
+    await vi.waitFor(async () => expect((await get(port, '/status')).json().hooksInProgress).toBe(1), { timeout: 2000 });
+    const status = (await get(port, '/status')).json();
+    expect(status).toMatchObject({
+      state: 'draining',
+      episode: { episode: 1, trigger: 'hook', budgetRemainingSeconds: expect.any(Number) },
+      config: { appPorts: [8080], gracePeriodSeconds: 30, hookToken: '(unset)' },
+    });
+    await held;
+    expect((await get(port, '/status')).json()).toMatchObject({ state: 'serving', episode: null, lastEpisode: { episode: 1 } });
+  });
+
+  it('answers unknown paths 404 and wrong methods 405, with JSON bodies, and counts them', async () => {
+    const { port } = await startSidecar();
+    const missing = await get(port, '/slep?s=20');
+    expect(missing.status).toBe(404);
+    expect(missing.json()).toMatchObject({ error: 'not_found', hint: expect.stringContaining('/sleep') });
+    const post = await get(port, '/sleep?s=1', {}, undefined, 'POST');
+    expect(post.status).toBe(405);
+    expect(post.headers.allow).toBe('GET, HEAD');
+    expect(post.json()).toMatchObject({ error: 'method_not_allowed' });
+    expect(await metric(port, 'drain_sidecar_invalid_requests_total{reason="not_found"}')).toBe(1);
+    expect(await metric(port, 'drain_sidecar_invalid_requests_total{reason="method_not_allowed"}')).toBe(1);
+  });
+
+  it('serves /metrics that promtool accepts, and OpenMetrics on request', async () => {
+    const { port } = await startSidecar();
+    await get(port, '/sleep?s=0.1');
+    const text = await get(port, '/metrics');
+    expect(text.headers['content-type']).toContain('text/plain');
+    expect(text.body).toContain('drain_sidecar_drain_duration_seconds_count{reason="elapsed"} 1');
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: text.body, encoding: 'utf8', timeout: 10_000 });
+    expect(`${check.stdout}${check.stderr}`).toBe('');
+    expect(check.status).toBe(0);
+    const om = await get(port, '/metrics', { Accept: 'application/openmetrics-text;version=1.0.0,text/plain;q=0.5' });
+    expect(om.headers['content-type']).toContain('application/openmetrics-text');
+    expect(om.body.endsWith('# EOF\n')).toBe(true);
+  });
+});

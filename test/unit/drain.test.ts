@@ -1,0 +1,124 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { systemClock } from '../../src/clock.js';
+import { Drain, type HoldRequest } from '../../src/drain.js';
+import { testWiring, useFakeClock } from '../helpers.js';
+
+function setup(gracePeriodSeconds = 30) {
+  const wiring = testWiring();
+  const drain = new Drain({ clock: systemClock, metrics: wiring.metrics, log: wiring.log, gracePeriodSeconds });
+  const hold = (seconds: number, extra: Partial<HoldRequest> = {}) =>
+    drain.hold({
+      endpoint: 'sleep',
+      ms: seconds * 1000,
+      signal: new AbortController().signal,
+      malformed: false,
+      clamped: false,
+      userAgent: 'kube-lifecycle/1.34',
+      ...extra,
+    });
+  const finished = () => wiring.lines.filter((l) => l.msg === 'drain finished');
+  return { ...wiring, drain, hold, finished };
+}
+
+describe('Drain', () => {
+  beforeEach(useFakeClock);
+  afterEach(() => vi.useRealTimers());
+
+  it('holds a hook call for the requested time, then closes the episode with one drain finished line', async () => {
+    const { drain, hold, finished, value } = setup();
+    let done = false;
+    const result = hold(5).then((r) => {
+      done = true;
+      return r;
+    });
+    expect(drain.open).toBe(true);
+    expect(await value('drain_sidecar_draining')).toBe(1);
+    await vi.advanceTimersByTimeAsync(4999);
+    expect(done).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await result).toEqual({ episode: 1, outcome: 'ok', reason: 'elapsed', waitedSeconds: 5 });
+    expect(drain.open).toBe(false);
+    expect(finished()).toEqual([
+      expect.objectContaining({ episode: 1, trigger: 'hook', durationSeconds: 5, reason: 'elapsed', hookCalls: { ok: 1 } }),
+    ]);
+    expect(await value('drain_sidecar_hook_calls_total', { endpoint: 'sleep', outcome: 'ok' })).toBe(1);
+    expect(
+      await value('drain_sidecar_drain_duration_seconds', { reason: 'elapsed' }, 'drain_sidecar_drain_duration_seconds_count'),
+    ).toBe(1);
+    expect(
+      await value('drain_sidecar_drain_duration_seconds', { reason: 'elapsed' }, 'drain_sidecar_drain_duration_seconds_sum'),
+    ).toBe(5);
+    expect(await value('drain_sidecar_draining')).toBe(0);
+  });
+
+  it('joins overlapping hook calls into one episode that ends when the last one returns', async () => {
+    const { drain, hold, finished, value } = setup();
+    const first = hold(10);
+    await vi.advanceTimersByTimeAsync(2000);
+    const second = hold(5, { clamped: true });
+    expect(drain.hooksInProgress).toBe(2);
+    expect(await value('drain_sidecar_hooks_in_progress')).toBe(2);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(await second).toMatchObject({ episode: 1, outcome: 'clamped', waitedSeconds: 5 });
+    expect(drain.open).toBe(true);
+    expect(finished()).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(await first).toMatchObject({ episode: 1, outcome: 'ok', waitedSeconds: 10 });
+    expect(finished()).toEqual([
+      expect.objectContaining({ episode: 1, durationSeconds: 10, hookCalls: { ok: 1, clamped: 1 }, maxHooksInProgress: 2 }),
+    ]);
+    expect(await value('drain_sidecar_hooks_in_progress')).toBe(0);
+  });
+
+  it('counts a malformed call that still held the pod', async () => {
+    const { hold, value } = setup();
+    const result = hold(20, { malformed: true });
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(await result).toMatchObject({ outcome: 'malformed', reason: 'elapsed', waitedSeconds: 20 });
+    expect(await value('drain_sidecar_hook_calls_total', { endpoint: 'sleep', outcome: 'malformed' })).toBe(1);
+  });
+
+  it('stops waiting when the caller goes away, and counts it', async () => {
+    const { hold, finished, value, lines } = setup();
+    const caller = new AbortController();
+    const result = hold(20, { signal: caller.signal });
+    await vi.advanceTimersByTimeAsync(3000);
+    caller.abort();
+    expect(await result).toMatchObject({ outcome: 'caller_gone', reason: 'caller_gone', waitedSeconds: 3 });
+    expect(finished()).toEqual([expect.objectContaining({ reason: 'caller_gone', durationSeconds: 3 })]);
+    expect(await value('drain_sidecar_hook_calls_total', { endpoint: 'sleep', outcome: 'caller_gone' })).toBe(1);
+    expect(lines.find((l) => l.msg === 'hook call finished')?.level).toBe(40);
+  });
+
+  it('cuts every wait at the grace budget that began with the episode', async () => {
+    const { hold, finished } = setup(30);
+    const first = hold(25);
+    await vi.advanceTimersByTimeAsync(10_000);
+    // A retried hook call (hooks are at-least-once) cannot stretch the episode past the grace period.
+    const retry = hold(25);
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(await first).toMatchObject({ reason: 'elapsed', waitedSeconds: 25 });
+    expect(await retry).toMatchObject({ outcome: 'ok', reason: 'budget', waitedSeconds: 20 });
+    expect(finished()).toEqual([expect.objectContaining({ reason: 'budget', durationSeconds: 30 })]);
+  });
+
+  it('starts a new episode, with a new budget, for a hook call after the last one ended', async () => {
+    const { hold, finished } = setup(30);
+    const first = hold(20);
+    await vi.advanceTimersByTimeAsync(20_000);
+    await first;
+    const second = hold(20);
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(await second).toMatchObject({ episode: 2, reason: 'elapsed', waitedSeconds: 20 });
+    expect(finished().map((l) => l.episode)).toEqual([1, 2]);
+  });
+
+  it('counts refused calls without opening an episode', async () => {
+    const { drain, value } = setup();
+    drain.refuse('sleep', 'unauthorized');
+    drain.refuse('sleep', 'rejected_busy');
+    expect(drain.open).toBe(false);
+    expect(await value('drain_sidecar_hook_calls_total', { endpoint: 'sleep', outcome: 'unauthorized' })).toBe(1);
+    expect(await value('drain_sidecar_hook_calls_total', { endpoint: 'sleep', outcome: 'rejected_busy' })).toBe(1);
+  });
+});
