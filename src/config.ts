@@ -84,8 +84,8 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     env: 'DRAIN_PORT',
     flag: '--port',
     default: '9555',
-    parse: port,
-    help: 'Port of the hook, probe and metrics API.',
+    parse: integer(0, 65535),
+    help: 'Port of the hook, probe and metrics API; 0 picks a free one (tests).',
   },
   {
     key: 'host',

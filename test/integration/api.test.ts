@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { request } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.js';
-import { type Config, parseConfig } from '../../src/config.js';
+import { parseConfig } from '../../src/config.js';
 import { createSidecar } from '../../src/sidecar.js';
 import { testWiring } from '../helpers.js';
 
@@ -13,12 +13,11 @@ afterEach(() => {
 });
 
 async function startSidecar(env: Record<string, string> = {}) {
-  const parsed = parseConfig({ DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '1', ...env }, []);
+  const parsed = parseConfig({ DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env }, []);
   if (parsed.ok !== true) throw new Error(JSON.stringify(parsed));
   const { log, lines } = testWiring();
   const exit = vi.fn();
-  const config: Config = { ...parsed.config, port: 0 };
-  const sidecar = createSidecar({ config, clock: systemClock, log, version: '0.0.0-test', exit });
+  const sidecar = createSidecar({ config: parsed.config, clock: systemClock, log, version: '0.0.0-test', exit });
   const { port } = await sidecar.start();
   running.push({
     close: () => {

@@ -41,8 +41,9 @@ describe('parseConfig', () => {
   });
 
   it.each([
-    ['DRAIN_PORT', '0', '--port (DRAIN_PORT) must be a whole number from 1 to 65535; got "0"'],
-    ['DRAIN_PORT', '95a5', '--port (DRAIN_PORT) must be a whole number from 1 to 65535; got "95a5"'],
+    ['DRAIN_PORT', '65536', '--port (DRAIN_PORT) must be a whole number from 0 to 65535; got "65536"'],
+    ['DRAIN_PORT', '95a5', '--port (DRAIN_PORT) must be a whole number from 0 to 65535; got "95a5"'],
+    ['DRAIN_APP_PORTS', '0', '--app-ports (DRAIN_APP_PORTS) must be a comma-separated list of ports (1-65535); "0" is not'],
     [
       'DRAIN_APP_PORTS',
       '8080,http',

@@ -1,0 +1,69 @@
+// Runs the built sidecar as a child process, as the kubelet runs it, and reads its JSON log lines.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import type { LogLine } from './helpers.js';
+
+export const BUNDLE = resolve(import.meta.dirname, '../dist/drain-sidecar.cjs');
+
+export interface SidecarProcess {
+  child: ChildProcess;
+  port: number;
+  lines: LogLine[];
+  stderr: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Resolves within ms or rejects naming what was awaited, so a hang fails the test instead of stalling it. */
+export function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export function run(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [BUNDLE, ...args], {
+    env: { PATH: process.env.PATH, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
+    child.on('exit', (code, signal) => done({ code, signal })),
+  );
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** Starts the sidecar on a free loopback port and resolves once it listens. */
+export async function startSidecarProcess(env: Record<string, string> = {}): Promise<SidecarProcess> {
+  const proc = run([], { DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env });
+  const lines: LogLine[] = [];
+  let port = 0;
+  const started = new Promise<void>((ready, fail) => {
+    let buffer = '';
+    proc.child.stdout?.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString();
+      let nl = buffer.indexOf('\n');
+      while (nl !== -1) {
+        const line = JSON.parse(buffer.slice(0, nl)) as LogLine;
+        buffer = buffer.slice(nl + 1);
+        lines.push(line);
+        if (line.msg === 'drain-sidecar started') {
+          port = (line.address as { port: number }).port;
+          ready();
+        }
+        nl = buffer.indexOf('\n');
+      }
+    });
+    void proc.exited.then(({ code }) => fail(new Error(`sidecar exited with ${code} before listening: ${proc.stderr()}`)));
+  });
+  await within(10_000, 'the sidecar to listen', started);
+  return { child: proc.child, port, lines, stderr: proc.stderr, exited: proc.exited };
+}
