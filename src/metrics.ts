@@ -165,8 +165,10 @@ export async function exposition(registry: Registry, accept: string | undefined)
 
 export function renderMetricsTable(): string {
   const rows = Object.values<MetricSpec>(METRIC_SPECS).map((s) => {
-    const labels = Object.keys(s.labels ?? {});
-    return `| \`${s.name}\` | ${s.type} | ${labels.map((l) => `\`${l}\``).join(', ')} | ${s.help} |`;
+    const labels = Object.entries<readonly string[]>(s.labels ?? {}).map(([name, values]) =>
+      values.length > 0 ? `\`${name}\`: ${values.join(', ')}` : `\`${name}\``,
+    );
+    return `| \`${s.name}\` | ${s.type} | ${labels.join('<br>')} | ${s.help} |`;
   });
   return ['| metric | type | labels | meaning |', '|---|---|---|---|', ...rows].join('\n');
 }
