@@ -1,11 +1,11 @@
 // The HTTP API on a real socket, wired as main.ts wires it, with the real clock.
 import { spawnSync } from 'node:child_process';
-import { request } from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { parseConfig } from '../../src/config.js';
 import { createSidecar } from '../../src/sidecar.js';
 import { testWiring } from '../helpers.js';
+import { get } from '../http.js';
 
 const running: { close(): void }[] = [];
 afterEach(() => {
@@ -26,46 +26,6 @@ async function startSidecar(env: Record<string, string> = {}) {
     },
   });
   return { ...sidecar, port, lines, exit };
-}
-
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-  json: () => Record<string, unknown>;
-  ms: number;
-}
-
-/** A raw HTTP GET (the path is sent exactly as given, like the kubelet's), bounded in time. */
-function get(
-  port: number,
-  path: string,
-  headers: Record<string, string> = {},
-  signal?: AbortSignal,
-  method = 'GET',
-): Promise<Answer> {
-  const start = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method, headers, signal, timeout: 10_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk) => {
-        body += chunk;
-      });
-      res.on('end', () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body,
-          json: () => JSON.parse(body),
-          ms: performance.now() - start,
-        }),
-      );
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 const metric = async (port: number, series: string) => {

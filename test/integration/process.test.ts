@@ -1,22 +1,7 @@
 // The built sidecar as a child process: signals, exit codes and the log lines that outlive the pod.
-import { request } from 'node:http';
 import { describe, expect, it } from 'vitest';
+import { get } from '../http.js';
 import { run, startSidecarProcess, within } from '../process.js';
-
-function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, timeout: 10_000 }, (res) => {
-      let body = '';
-      res.on('data', (chunk) => {
-        body += chunk;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
