@@ -9,9 +9,10 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Clock } from './clock.js';
 import { type Config, redactConfig } from './config.js';
-import type { Drain } from './drain.js';
+import type { Connections } from './connections.js';
+import type { Drain, HoldResult, IdleRule } from './drain.js';
 import { exposition, type HookEndpoint, type Metrics } from './metrics.js';
-import { parseSleepParams } from './params.js';
+import { parseDrainParams, parseSleepParams } from './params.js';
 import type { Scrapes } from './shutdown.js';
 
 export class HttpError extends Error {
@@ -30,6 +31,7 @@ export interface AppDeps {
   config: Config;
   clock: Clock;
   drain: Drain;
+  connections: Connections;
   metrics: Metrics;
   registry: Registry;
   scrapes: Scrapes;
@@ -37,7 +39,7 @@ export interface AppDeps {
   isTerminating: () => boolean;
 }
 
-const ROUTES = ['/sleep', '/healthz', '/readyz', '/metrics', '/status'] as const;
+const ROUTES = ['/sleep', '/drain', '/healthz', '/readyz', '/metrics', '/status'] as const;
 const USER_AGENT_MAX = 64;
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest();
@@ -45,7 +47,7 @@ const sha256 = (s: string) => createHash('sha256').update(s).digest();
 type Env = { Bindings: HttpBindings };
 
 export function createApp(deps: AppDeps): Hono<Env> {
-  const { config, clock, drain, metrics, registry, scrapes, log, isTerminating } = deps;
+  const { config, clock, drain, connections, metrics, registry, scrapes, log, isTerminating } = deps;
   const tokenDigest = config.hookToken ? sha256(config.hookToken) : undefined;
 
   // Kubelets before 1.26 call `//sleep?s=20`.
@@ -77,45 +79,92 @@ export function createApp(deps: AppDeps): Hono<Env> {
     }
   };
 
-  app.get('/sleep', async (c) => {
-    admitHook(c, 'sleep');
-    const params = parseSleepParams(new URL(c.req.url).searchParams, config);
-    const malformed = params.problems.length > 0;
+  /** What a hook call asks for, after parsing: problems and clamping are reported, and the pod is held anyway. */
+  interface HookPlan {
+    ms: number;
+    clamped: boolean;
+    problems: string[];
+    requested: Record<string, number | null>;
+    idle?: IdleRule;
+    /** What a malformed call was held for instead, and how to write it. */
+    fallback: string;
+  }
+
+  const holdHook = async (c: Context<Env>, endpoint: HookEndpoint, plan: HookPlan, answer: (r: HoldResult) => object) => {
     const userAgent = c.req.header('user-agent')?.slice(0, USER_AGENT_MAX);
-    const hookLog = log.child({ endpoint: 'sleep', userAgent });
+    const hookLog = log.child({ endpoint, userAgent });
+    const malformed = plan.problems.length > 0;
     if (malformed)
-      hookLog.error({ problems: params.problems, holdingSeconds: params.seconds }, 'malformed hook call; holding the default');
-    if (params.clamped) {
-      hookLog.warn({ requestedSeconds: params.requestedSeconds, maxSleepSeconds: config.maxSleepSeconds }, 'hook sleep clamped');
-    }
+      hookLog.error({ problems: plan.problems, holdingSeconds: plan.ms / 1000 }, 'malformed hook call; holding the default');
+    if (plan.clamped) hookLog.warn({ requested: plan.requested, maxSleepSeconds: config.maxSleepSeconds }, 'hook wait clamped');
 
     const result = await drain.hold({
-      endpoint: 'sleep',
-      ms: params.seconds * 1000,
+      endpoint,
+      ms: plan.ms,
       signal: c.req.raw.signal,
       malformed,
-      clamped: params.clamped,
+      clamped: plan.clamped,
       userAgent,
+      idle: plan.idle,
     });
-
     const body = {
-      endpoint: 'sleep',
+      endpoint,
       episode: result.episode,
-      requestedSeconds: params.requestedSeconds ?? null,
-      heldSeconds: result.waitedSeconds,
       reason: result.reason,
-      clamped: params.clamped,
+      heldSeconds: result.waitedSeconds,
+      requested: plan.requested,
+      clamped: plan.clamped,
+      ...answer(result),
     };
     if (!malformed) return c.json(body);
-    return c.json(
-      {
-        error: 'bad_request',
-        message: params.problems.join('; '),
-        hint: `the pod was held for the default ${config.defaultSleepSeconds}s anyway; fix the hook path, e.g. /sleep?s=20`,
-        ...body,
+    const hint = `the pod was held for ${plan.fallback} anyway; fix the hook path`;
+    return c.json({ error: 'bad_request', message: plan.problems.join('; '), hint, ...body }, 400);
+  };
+
+  app.get('/sleep', async (c) => {
+    admitHook(c, 'sleep');
+    const p = parseSleepParams(new URL(c.req.url).searchParams, config);
+    const plan = {
+      ms: p.seconds * 1000,
+      clamped: p.clamped,
+      problems: p.problems,
+      requested: { s: p.requestedSeconds ?? null },
+      fallback: `the default ${config.defaultSleepSeconds}s, e.g. /sleep?s=20`,
+    };
+    return holdHook(c, 'sleep', plan, () => ({}));
+  });
+
+  app.get('/drain', async (c) => {
+    admitHook(c, 'drain');
+    const p = parseDrainParams(new URL(c.req.url).searchParams, config);
+    const pollMs = config.pollSeconds * 1000;
+    const start = clock.now();
+    const traffic = connections.traffic(start);
+    // Without a view of the app's traffic, /drain is /sleep with its min: it cannot know more.
+    const idle: IdleRule | undefined = traffic && {
+      minMs: p.minSeconds * 1000,
+      pollMs,
+      isIdle: () => {
+        const now = connections.current(pollMs);
+        const quietSince = Math.max(start, connections.lastArrivalAt);
+        return now !== undefined && now.established === 0 && clock.now() - quietSince >= p.quietSeconds * 1000;
       },
-      400,
-    );
+    };
+    const plan = {
+      ms: (traffic ? p.maxSeconds : p.minSeconds) * 1000,
+      clamped: p.clamped,
+      problems: p.problems,
+      requested: { min: p.requested.min ?? null, max: p.requested.max ?? null, quiet: p.requested.quiet ?? null },
+      idle,
+      fallback: `the defaults (min ${config.drainMinSeconds}s, max ${config.defaultSleepSeconds}s, quiet ${config.drainQuietSeconds}s), e.g. /drain?min=5&max=20&quiet=3`,
+    };
+    return holdHook(c, 'drain', plan, () => ({
+      minSeconds: p.minSeconds,
+      maxSeconds: p.maxSeconds,
+      quietSeconds: p.quietSeconds,
+      tracking: traffic !== undefined,
+      ...traffic?.(),
+    }));
   });
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
@@ -136,6 +185,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     c.json({
       state: isTerminating() ? 'terminating' : drain.open ? 'draining' : 'serving',
       hooksInProgress: drain.hooksInProgress,
+      app: connections.available ? { ports: connections.current(config.pollSeconds * 1000)?.ports ?? [] } : null,
       episode: drain.status(),
       lastEpisode: drain.lastEpisode ?? null,
       config: redactConfig(config),

@@ -19,6 +19,10 @@ export interface Config {
   logLevel: LogLevel;
   shutdownHoldSeconds: number;
   finalScrapeSeconds: number;
+  drainMinSeconds: number;
+  drainQuietSeconds: number;
+  pollSeconds: number;
+  procNetDir: string;
 }
 
 type Parser<T> = (raw: string) => T | ParseError;
@@ -143,6 +147,38 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     parse: text,
     secret: true,
     help: 'If set, /sleep and /drain need the header "Authorization: Bearer <token>" (set it in httpGet.httpHeaders).',
+  },
+  {
+    key: 'drainMinSeconds',
+    env: 'DRAIN_MIN_SECONDS',
+    flag: '--min-seconds',
+    default: '5',
+    parse: seconds(0, MAX_SECONDS),
+    help: '/drain without min holds at least this long (at most its max), however quiet the app is: load balancers take seconds to start letting go.',
+  },
+  {
+    key: 'drainQuietSeconds',
+    env: 'DRAIN_QUIET_SECONDS',
+    flag: '--quiet-seconds',
+    default: '3',
+    parse: seconds(0, MAX_SECONDS),
+    help: '/drain without quiet returns idle once no new connection arrived for this long and none is established. /drain without max returns at DRAIN_DEFAULT_SLEEP_SECONDS.',
+  },
+  {
+    key: 'pollSeconds',
+    env: 'DRAIN_POLL_SECONDS',
+    flag: '--poll-seconds',
+    default: '0.2',
+    parse: seconds(0.01, 10),
+    help: "How often the app's connections are read during a termination (never while idle).",
+  },
+  {
+    key: 'procNetDir',
+    env: 'DRAIN_PROC_NET_DIR',
+    flag: '--proc-net-dir',
+    default: '/proc/net',
+    parse: text,
+    help: "Where tcp, tcp6 and snmp of the pod's network namespace are read.",
   },
   { key: 'logLevel', env: 'DRAIN_LOG_LEVEL', flag: '--log-level', default: 'info', parse: oneOf(LOG_LEVELS), help: 'Log level.' },
   {

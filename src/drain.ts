@@ -3,6 +3,7 @@
 
 import type { Logger } from 'pino';
 import { type Clock, delay } from './clock.js';
+import type { Connections, EpisodeTraffic } from './connections.js';
 import type { EndReason, HookEndpoint, HookOutcome, Metrics } from './metrics.js';
 
 export type Trigger = 'hook' | 'sigterm';
@@ -16,6 +17,8 @@ export interface EpisodeSummary {
   budgetSeconds: number;
   hookCalls: Partial<Record<HookOutcome, number>>;
   maxHooksInProgress: number;
+  /** What the app's traffic did; absent when connections are not watched. */
+  traffic?: EpisodeTraffic;
 }
 
 interface Episode {
@@ -26,6 +29,14 @@ interface Episode {
   budgetEndsAt: number;
   hookCalls: Partial<Record<HookOutcome, number>>;
   maxHooksInProgress: number;
+  traffic: (() => EpisodeTraffic) | undefined;
+}
+
+/** For /drain: the hold ends early, once minMs have passed and isIdle() says the app's traffic has stopped. */
+export interface IdleRule {
+  minMs: number;
+  pollMs: number;
+  isIdle: () => boolean;
 }
 
 export interface HoldRequest {
@@ -37,6 +48,7 @@ export interface HoldRequest {
   clamped: boolean;
   /** The caller's User-Agent (the kubelet sends kube-lifecycle/<version>), for the log only. */
   userAgent: string | undefined;
+  idle?: IdleRule;
 }
 
 export interface HoldResult {
@@ -51,6 +63,7 @@ export interface DrainDeps {
   metrics: Metrics;
   log: Logger;
   gracePeriodSeconds: number;
+  connections?: Connections;
 }
 
 const round3 = (n: number) => Math.round(n * 1000) / 1000;
@@ -109,6 +122,7 @@ export class Drain {
       budgetEndsAt: now + gracePeriodSeconds * 1000,
       hookCalls: {},
       maxHooksInProgress: 0,
+      traffic: this.#deps.connections?.traffic(now),
     };
     this.#current = episode;
     this.#lastStartedAt = now;
@@ -133,18 +147,15 @@ export class Drain {
     this.#changed();
 
     const start = clock.now();
-    const budgetMs = episode.budgetEndsAt - start;
-    const cut = budgetMs < req.ms;
-    const completed = await delay(clock, Math.min(req.ms, budgetMs), req.signal);
+    const reason = await this.#wait(req, episode.budgetEndsAt - start);
     const waitedSeconds = round3((clock.now() - start) / 1000);
-
-    const reason: EndReason = !completed ? 'caller_gone' : cut ? 'budget' : 'elapsed';
-    const outcome: HookOutcome = !completed ? 'caller_gone' : req.malformed ? 'malformed' : req.clamped ? 'clamped' : 'ok';
+    const outcome: HookOutcome =
+      reason === 'caller_gone' ? 'caller_gone' : req.malformed ? 'malformed' : req.clamped ? 'clamped' : 'ok';
     episode.hookCalls[outcome] = (episode.hookCalls[outcome] ?? 0) + 1;
     metrics.hookCalls.inc({ endpoint: req.endpoint, outcome });
 
     const result = { episode: episode.id, outcome, reason, waitedSeconds };
-    this.#deps.log[completed ? 'info' : 'warn'](
+    this.#deps.log[reason === 'caller_gone' ? 'warn' : 'info'](
       { endpoint: req.endpoint, userAgent: req.userAgent, ...result },
       'hook call finished',
     );
@@ -154,6 +165,23 @@ export class Drain {
     if (this.#inProgress === 0) this.finish(reason);
     else this.#changed();
     return result;
+  }
+
+  /** Waits out a hold: its time, its idle rule, the caller going away, and the episode's budget, whichever ends first. */
+  async #wait(req: HoldRequest, budgetMs: number): Promise<EndReason> {
+    const { clock } = this.#deps;
+    const limit = Math.min(req.ms, budgetMs);
+    const atLimit: EndReason = limit < req.ms ? 'budget' : req.idle ? 'deadline' : 'elapsed';
+    if (!req.idle) return (await delay(clock, limit, req.signal)) ? atLimit : 'caller_gone';
+    const start = clock.now();
+    for (;;) {
+      const held = clock.now() - start;
+      if (held >= limit) return atLimit;
+      if (held >= req.idle.minMs && req.idle.isIdle()) return 'idle';
+      // Wake at min exactly, then every poll.
+      const step = held < req.idle.minMs ? Math.min(req.idle.pollMs, req.idle.minMs - held) : req.idle.pollMs;
+      if (!(await delay(clock, Math.min(step, limit - held), req.signal))) return 'caller_gone';
+    }
   }
 
   /** Closes the open episode, if any: records its figures and logs the one `drain finished` line. */
@@ -171,12 +199,17 @@ export class Drain {
       budgetSeconds: gracePeriodSeconds,
       hookCalls: episode.hookCalls,
       maxHooksInProgress: episode.maxHooksInProgress,
+      ...(episode.traffic && { traffic: episode.traffic() }),
     };
     this.#current = undefined;
     this.#last = summary;
     this.#lastEndedAt = now;
     metrics.draining.set(0);
     metrics.drainDuration.observe({ reason }, summary.durationSeconds);
+    if (summary.traffic) {
+      metrics.drainEndConnections.inc(summary.traffic.connectionsAtEnd);
+      if (summary.traffic.lastArrivalSeconds !== null) metrics.lastArrival.observe(summary.traffic.lastArrivalSeconds);
+    }
     const quiet = reason === 'elapsed' || reason === 'budget';
     log[quiet ? 'info' : 'warn'](summary, 'drain finished');
     this.#changed();

@@ -43,8 +43,8 @@ async function main(): Promise<void> {
       process.exit(code);
     },
   });
-  process.on('SIGTERM', () => sidecar.shutdown.sigterm());
-  process.on('SIGINT', () => sidecar.shutdown.interrupt());
+  process.on('SIGTERM', () => sidecar.sigterm());
+  process.on('SIGINT', () => sidecar.interrupt());
 
   try {
     const address = await sidecar.start();

@@ -11,6 +11,7 @@ import {
   type OpenMetricsContentType,
   Registry,
 } from 'prom-client';
+import type { PortStats, Snapshot } from './connections.js';
 
 export const METRIC_PREFIX = 'drain_sidecar_';
 
@@ -23,7 +24,8 @@ export type HookOutcome = (typeof HOOK_OUTCOMES)[number];
 
 // Why a hook returned, and so why the episode it ended finished. no_hook: SIGTERM started the episode and no hook call
 // came (the preStop hook is probably missing). exit: the sidecar exited with the episode still open.
-export const END_REASONS = ['elapsed', 'budget', 'caller_gone', 'no_hook', 'exit'] as const;
+// idle and deadline: how /drain returns (traffic stopped, or its max ran out).
+export const END_REASONS = ['elapsed', 'idle', 'deadline', 'budget', 'caller_gone', 'no_hook', 'exit'] as const;
 export type EndReason = (typeof END_REASONS)[number];
 
 // Grace periods run from a few seconds to a few minutes; the buckets resolve the 5-30 s range where sleeps are chosen.
@@ -72,6 +74,51 @@ export const METRIC_SPECS = {
     help: 'Requests for an unknown path or with a wrong method, answered 404 or 405.',
     labels: { reason: ['not_found', 'method_not_allowed'] },
   },
+  appConnections: {
+    name: `${METRIC_PREFIX}app_connections`,
+    type: 'gauge',
+    help: 'Established connections to the app port, read from /proc/net/tcp and tcp6 at scrape time.',
+    labels: { port: [] },
+  },
+  appListening: {
+    name: `${METRIC_PREFIX}app_listening`,
+    type: 'gauge',
+    help: '1 while the app has a listener on the port, read at scrape time.',
+    labels: { port: [] },
+  },
+  appAcceptQueue: {
+    name: `${METRIC_PREFIX}app_accept_queue`,
+    type: 'gauge',
+    help: "Connections waiting in the app listener's accept queue, read at scrape time.",
+    labels: { port: [] },
+  },
+  connectionTracking: {
+    name: `${METRIC_PREFIX}connection_tracking`,
+    type: 'gauge',
+    help: '1 while the app ports are watched through /proc/net; 0 when no app port is configured or /proc/net cannot be read.',
+  },
+  lateConnections: {
+    name: `${METRIC_PREFIX}late_connections_total`,
+    type: 'counter',
+    help: 'New connections to the app port after a drain began, until the sidecar exits. Estimate from /proc/net polls: a connection that opened and closed between two polls is missed unless the app closed it first.',
+    labels: { port: [] },
+  },
+  lastArrival: {
+    name: `${METRIC_PREFIX}last_arrival_seconds`,
+    type: 'histogram',
+    help: 'Per drain episode with late connections: seconds from its start to the last new connection in it, to one poll interval. How long the load balancer kept opening connections: choose the sleep above this. Sees connections, not requests on pooled ones.',
+    buckets: DRAIN_BUCKETS,
+  },
+  drainEndConnections: {
+    name: `${METRIC_PREFIX}drain_end_connections_total`,
+    type: 'counter',
+    help: 'Connections still established to the app ports when a drain episode ended, summed over episodes.',
+  },
+  refusedEstimate: {
+    name: `${METRIC_PREFIX}refused_connections_estimate_total`,
+    type: 'counter',
+    help: "Estimate of connections refused during termination: TCP resets the pod's network namespace sent (/proc/net/snmp OutRsts) between two polls that both found no app listener. Includes any other reset sent then.",
+  },
   buildInfo: {
     name: `${METRIC_PREFIX}build_info`,
     type: 'gauge',
@@ -91,20 +138,23 @@ export type Metrics = {
 };
 
 /**
- * Every combination of the fixed label values, so labelled series exist (at zero) before anything happens. A label
- * without fixed values (build_info's) yields none.
+ * Every combination of the label values, so labelled series exist (at zero) before anything happens. A label whose
+ * values are known only at run time takes them from runtimeValues (port: the app ports); one with none yields none.
  */
-function labelCombinations(labels: Record<string, readonly string[]>): Record<string, string>[] {
+function labelCombinations(labels: Record<string, readonly string[]>, runtimeValues: Record<string, string[]>) {
   let combos: Record<string, string>[] = [{}];
-  for (const [name, values] of Object.entries(labels)) {
+  for (const [name, fixed] of Object.entries(labels)) {
+    const values = fixed.length > 0 ? fixed : (runtimeValues[name] ?? []);
     combos = combos.flatMap((combo) => values.map((v) => ({ ...combo, [name]: v })));
   }
   return combos;
 }
 
-function create(spec: MetricSpec, registry: Registry): Counter | Gauge | Histogram {
+type Collect = (this: Gauge) => void;
+
+function create(spec: MetricSpec, registry: Registry, runtimeValues: Record<string, string[]>, collect?: Collect) {
   const config = { name: spec.name, help: spec.help, labelNames: Object.keys(spec.labels ?? {}), registers: [registry] };
-  const combos = labelCombinations(spec.labels ?? {});
+  const combos = labelCombinations(spec.labels ?? {}, runtimeValues);
   switch (spec.type) {
     case 'counter': {
       const counter = new Counter(config);
@@ -112,7 +162,7 @@ function create(spec: MetricSpec, registry: Registry): Counter | Gauge | Histogr
       return counter;
     }
     case 'gauge':
-      return new Gauge(config);
+      return new Gauge({ ...config, ...(collect && { collect }) });
     case 'histogram': {
       const histogram = new Histogram({ ...config, buckets: spec.buckets ?? DRAIN_BUCKETS });
       for (const labels of combos) histogram.zero(labels);
@@ -125,14 +175,44 @@ function create(spec: MetricSpec, registry: Registry): Counter | Gauge | Histogr
 // suffix carrying the same figure by type, so dropping these loses nothing.
 const REJECTED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
-export function createMetrics(registry: Registry, build: { version: string; nodeVersion: string }): Metrics {
+export interface MetricSources {
+  version: string;
+  nodeVersion: string;
+  appPorts: number[];
+  /** The app's connections at scrape time; undefined when they are not watched. */
+  snapshot: () => Snapshot | undefined;
+}
+
+/** Gauges read when scraped: one /proc read serves them all (Connections#current caches it briefly). */
+function scrapeTimeGauges(snapshot: MetricSources['snapshot']): Partial<Record<keyof typeof METRIC_SPECS, Collect>> {
+  const perPort = (value: (p: PortStats) => number): Collect =>
+    function (this: Gauge) {
+      this.reset();
+      for (const p of snapshot()?.ports ?? []) this.set({ port: String(p.port) }, value(p));
+    };
+  return {
+    appConnections: perPort((p) => p.established),
+    appListening: perPort((p) => Number(p.listening)),
+    appAcceptQueue: perPort((p) => p.acceptQueue),
+    connectionTracking: function (this: Gauge) {
+      this.set(snapshot() ? 1 : 0);
+    },
+  };
+}
+
+export function createMetrics(registry: Registry, sources: MetricSources): Metrics {
   collectDefaultMetrics({ register: registry });
   for (const name of REJECTED_DEFAULT_METRICS) registry.removeSingleMetric(name);
 
+  const runtimeValues = { port: sources.appPorts.map(String) };
+  const collects = scrapeTimeGauges(sources.snapshot);
   const metrics = Object.fromEntries(
-    Object.entries(METRIC_SPECS).map(([key, spec]) => [key, create(spec, registry)]),
+    Object.entries(METRIC_SPECS).map(([key, spec]) => [
+      key,
+      create(spec, registry, runtimeValues, collects[key as keyof typeof METRIC_SPECS]),
+    ]),
   ) as unknown as Metrics;
-  metrics.buildInfo.set({ version: build.version, node_version: build.nodeVersion }, 1);
+  metrics.buildInfo.set({ version: sources.version, node_version: sources.nodeVersion }, 1);
   return metrics;
 }
 

@@ -3,6 +3,15 @@
 
 import type { Config } from './config.js';
 
+export interface DrainParams {
+  minSeconds: number;
+  maxSeconds: number;
+  quietSeconds: number;
+  requested: { min: number | undefined; max: number | undefined; quiet: number | undefined };
+  clamped: boolean;
+  problems: string[];
+}
+
 export interface SleepParams {
   seconds: number;
   requestedSeconds: number | undefined;
@@ -49,4 +58,34 @@ export function parseSleepParams(
   const wanted = problems.length > 0 || requested === undefined ? config.defaultSleepSeconds : requested;
   const clamped = wanted > config.maxSleepSeconds;
   return { seconds: clamped ? config.maxSleepSeconds : wanted, requestedSeconds: requested, clamped, problems };
+}
+
+type DrainDefaults = Pick<Config, 'defaultSleepSeconds' | 'maxSleepSeconds' | 'drainMinSeconds' | 'drainQuietSeconds'>;
+
+/** /drain?min=A&max=B&quiet=C; any problem falls back to all three defaults, which the operator chose to be safe. */
+export function parseDrainParams(query: URLSearchParams, config: DrainDefaults): DrainParams {
+  const problems: string[] = [];
+  unknownParams(query, ['min', 'max', 'quiet'], problems);
+  const requested = {
+    min: readSeconds(query, 'min', problems),
+    max: readSeconds(query, 'max', problems),
+    quiet: readSeconds(query, 'quiet', problems),
+  };
+  if (requested.min !== undefined && requested.max !== undefined && requested.min > requested.max) {
+    problems.push(`min (${requested.min}) must not exceed max (${requested.max})`);
+  }
+  const given = problems.length === 0 ? requested : { min: undefined, max: undefined, quiet: undefined };
+  const max = given.max ?? config.defaultSleepSeconds;
+  // A max below the default min, given alone, lowers the min with it.
+  const min = given.min ?? Math.min(config.drainMinSeconds, max);
+  const quiet = given.quiet ?? config.drainQuietSeconds;
+  const clamped = max > config.maxSleepSeconds;
+  return {
+    minSeconds: Math.min(min, config.maxSleepSeconds),
+    maxSeconds: clamped ? config.maxSleepSeconds : max,
+    quietSeconds: quiet,
+    requested,
+    clamped,
+    problems,
+  };
 }

@@ -6,8 +6,10 @@ import { Registry } from 'prom-client';
 import { createApp } from './app.js';
 import type { Clock } from './clock.js';
 import type { Config } from './config.js';
+import { Connections } from './connections.js';
 import { Drain } from './drain.js';
 import { createMetrics } from './metrics.js';
+import { ProcNetReader } from './procnet.js';
 import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
 
@@ -21,14 +23,36 @@ export interface SidecarDeps {
 }
 
 export function createSidecar({ config, clock, log, version, exit }: SidecarDeps) {
+  const pollMs = config.pollSeconds * 1000;
   const registry = new Registry();
-  const metrics = createMetrics(registry, { version, nodeVersion: process.version });
-  const drain = new Drain({
+  const metrics = createMetrics(registry, {
+    version,
+    nodeVersion: process.version,
+    appPorts: config.appPorts,
+    snapshot: () => connections.current(pollMs),
+  });
+  // A termination begins with the first hook call of an episode, not with SIGTERM (a native sidecar hears SIGTERM only
+  // after the app has exited), and lasts at most a grace period, or until the sidecar exits.
+  const inTermination = (): boolean =>
+    drain.open || shutdown.terminating || clock.now() - drain.lastStartedAt < config.gracePeriodSeconds * 1000;
+  const connections: Connections = new Connections({
+    reader: new ProcNetReader(config.procNetDir),
+    appPorts: config.appPorts,
+    ownPort: config.port,
+    clock,
+    log: log.child({ component: 'connections' }),
+    metrics,
+    pollMs,
+    inTermination,
+  });
+  const drain: Drain = new Drain({
     clock,
     metrics,
     log: log.child({ component: 'drain' }),
     gracePeriodSeconds: config.gracePeriodSeconds,
+    connections,
   });
+  drain.onChange(() => connections.watch());
   const scrapes = new Scrapes();
   const shutdown = new Shutdown({
     clock,
@@ -37,7 +61,7 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     scrapes,
     config,
     log: log.child({ component: 'shutdown' }),
-    appStopped: () => true,
+    appStopped: () => !connections.current(pollMs)?.listening,
     exit: (code) => {
       server.close();
       server.closeAllConnections();
@@ -48,6 +72,7 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     config,
     clock,
     drain,
+    connections,
     metrics,
     registry,
     scrapes,
@@ -56,11 +81,21 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
   });
   const server = createServer(app, config.maxHooks);
 
+  if (config.appPorts.length === 0) log.info('no DRAIN_APP_PORTS: the app is not watched; /drain waits its min');
+  else connections.current();
+
   return {
     drain,
-    shutdown,
     registry,
     server,
     start: (): Promise<AddressInfo> => listen(server, config.port, config.host),
+    sigterm: () => {
+      shutdown.sigterm();
+      connections.watch();
+    },
+    interrupt: () => shutdown.interrupt(),
+    get terminating() {
+      return shutdown.terminating;
+    },
   };
 }

@@ -21,7 +21,12 @@ export function testWiring() {
   });
   const log = pino({ level: 'debug' }, sink);
   const registry = new Registry();
-  const metrics = createMetrics(registry, { version: '0.0.0-test', nodeVersion: process.version });
+  const metrics = createMetrics(registry, {
+    version: '0.0.0-test',
+    nodeVersion: process.version,
+    appPorts: [],
+    snapshot: () => undefined,
+  });
   /** The value of one series (sample: e.g. `_count` of a histogram), or undefined when it does not exist. */
   const value = async (name: string, labels: Record<string, string> = {}, sample = name) => {
     const metric = registry.getSingleMetric(name);

@@ -41,7 +41,7 @@ describe('hook endpoints', () => {
     expect(answer.status).toBe(200);
     expect(answer.ms).toBeGreaterThanOrEqual(490);
     expect(answer.ms).toBeLessThan(1500);
-    expect(answer.json()).toMatchObject({ endpoint: 'sleep', requestedSeconds: 0.5, reason: 'elapsed', clamped: false });
+    expect(answer.json()).toMatchObject({ endpoint: 'sleep', requested: { s: 0.5 }, reason: 'elapsed', clamped: false });
     expect(answer.body.length).toBeLessThan(1024);
   });
 
@@ -49,7 +49,7 @@ describe('hook endpoints', () => {
     const { port } = await startSidecar();
     const answer = await get(port, '//sleep?s=0.1');
     expect(answer.status).toBe(200);
-    expect(answer.json()).toMatchObject({ endpoint: 'sleep', requestedSeconds: 0.1 });
+    expect(answer.json()).toMatchObject({ endpoint: 'sleep', requested: { s: 0.1 } });
   });
 
   it('holds a malformed call for the default sleep, then answers 400 naming the problem', async () => {
@@ -72,8 +72,8 @@ describe('hook endpoints', () => {
     const answer = await get(port, '/sleep?s=600');
     expect(answer.status).toBe(200);
     expect(answer.ms).toBeLessThan(1500);
-    expect(answer.json()).toMatchObject({ requestedSeconds: 600, clamped: true });
-    expect(lines.find((l) => l.msg === 'hook sleep clamped')).toMatchObject({ level: 40, requestedSeconds: 600 });
+    expect(answer.json()).toMatchObject({ requested: { s: 600 }, clamped: true });
+    expect(lines.find((l) => l.msg === 'hook wait clamped')).toMatchObject({ level: 40, requested: { s: 600 } });
     expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="clamped"}')).toBe(1);
   });
 
@@ -126,10 +126,10 @@ describe('hook endpoints', () => {
 
 describe('probes, status and errors', () => {
   it('reports liveness, and readiness until SIGTERM', async () => {
-    const { port, shutdown } = await startSidecar({ DRAIN_SHUTDOWN_HOLD_SECONDS: '5' });
+    const { port, sigterm } = await startSidecar({ DRAIN_SHUTDOWN_HOLD_SECONDS: '5' });
     expect((await get(port, '/healthz')).status).toBe(200);
     expect((await get(port, '/readyz')).json()).toEqual({ status: 'ready' });
-    shutdown.sigterm();
+    sigterm();
     const ready = await get(port, '/readyz');
     expect(ready.status).toBe(503);
     expect(ready.json()).toEqual({ status: 'terminating' });

@@ -13,7 +13,7 @@ describe('the sidecar process', () => {
     sidecar.child.kill('SIGTERM');
     const answer = await within(5000, 'the sleep to be answered', hook);
     expect(answer.status).toBe(200);
-    expect(JSON.parse(answer.body)).toMatchObject({ reason: 'elapsed', requestedSeconds: 1 });
+    expect(JSON.parse(answer.body)).toMatchObject({ reason: 'elapsed', requested: { s: 1 } });
     expect(await within(5000, 'the exit', sidecar.exited)).toEqual({ code: 0, signal: null });
     expect(sidecar.lines.filter((l) => l.msg === 'drain finished')).toEqual([
       expect.objectContaining({ episode: 1, trigger: 'hook', reason: 'elapsed', hookCalls: { ok: 1 } }),

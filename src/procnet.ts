@@ -1,0 +1,113 @@
+// The kernel's socket tables for the pod's network namespace: /proc/net/tcp, /proc/net/tcp6 and /proc/net/snmp.
+
+import { closeSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+
+// include/net/tcp_states.h
+export const TCP_STATES = [
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+  'NEW_SYN_RECV',
+] as const;
+export type TcpState = (typeof TCP_STATES)[number];
+
+export interface TcpSocket {
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+  state: TcpState;
+  /** For a listener, the connections waiting in its accept queue; otherwise bytes received and not yet read. */
+  rxQueue: number;
+}
+
+const hexByte = (hex: string, i: number) => Number.parseInt(hex.slice(i, i + 2), 16);
+
+/** An address as the kernel prints it: 32-bit words in host byte order (little-endian here). */
+function parseAddress(hex: string): string {
+  if (hex.length === 8) return [6, 4, 2, 0].map((i) => hexByte(hex, i)).join('.');
+  const bytes: number[] = [];
+  for (let word = 0; word < 32; word += 8) for (const i of [6, 4, 2, 0]) bytes.push(hexByte(hex, word + i));
+  // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d; it is an IPv4 peer.
+  const mapped = bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  if (mapped) return bytes.slice(12).join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] as number) << 8) | (bytes[i + 1] as number)).toString(16));
+  return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
+}
+
+// "  12: 0100007F:1F90 0100007F:D060 01 00000000:00000000 ..." — the fields this parser needs, nothing after them.
+const LINE =
+  /^\s*\d+:\s+([0-9A-Fa-f]{8}|[0-9A-Fa-f]{32}):([0-9A-Fa-f]{4})\s+([0-9A-Fa-f]{8}|[0-9A-Fa-f]{32}):([0-9A-Fa-f]{4})\s+([0-9A-Fa-f]{2})\s+[0-9A-Fa-f]{8}:([0-9A-Fa-f]{8})/;
+
+/** Parses the text of /proc/net/tcp or /proc/net/tcp6. The header and any line it does not recognise are skipped. */
+export function parseTcpTable(text: string): TcpSocket[] {
+  const sockets: TcpSocket[] = [];
+  for (const line of text.split('\n')) {
+    const m = LINE.exec(line);
+    if (!m) continue;
+    const state = TCP_STATES[Number.parseInt(m[5] as string, 16) - 1];
+    if (!state) continue;
+    sockets.push({
+      localAddress: parseAddress(m[1] as string),
+      localPort: Number.parseInt(m[2] as string, 16),
+      remoteAddress: parseAddress(m[3] as string),
+      remotePort: Number.parseInt(m[4] as string, 16),
+      state,
+      rxQueue: Number.parseInt(m[6] as string, 16),
+    });
+  }
+  return sockets;
+}
+
+/** Reads one field of the Tcp: lines of /proc/net/snmp (for example OutRsts); undefined when absent. */
+export function parseSnmpTcp(text: string, field: string): number | undefined {
+  const [names, values] = text.split('\n').filter((l) => l.startsWith('Tcp:'));
+  const i = names?.split(/\s+/).indexOf(field) ?? -1;
+  const value = i > 0 ? values?.split(/\s+/)[i] : undefined;
+  return value === undefined ? undefined : Number(value);
+}
+
+/**
+ * Reads whole files from a /proc/net directory with one buffer per file, kept between reads. The kernel walks the whole
+ * socket hash table on every read() call, so the buffer grows until one call takes the file at once.
+ */
+export class ProcNetReader {
+  readonly #dir: string;
+  readonly #buffers = new Map<string, Buffer>();
+
+  constructor(dir: string) {
+    this.#dir = dir;
+  }
+
+  read(file: string): string {
+    let buffer = this.#buffers.get(file) ?? Buffer.allocUnsafe(256 * 1024);
+    const fd = openSync(join(this.#dir, file), 'r');
+    try {
+      let length = 0;
+      for (;;) {
+        const n = readSync(fd, buffer, length, buffer.length - length, null);
+        if (n === 0) break;
+        length += n;
+        if (length === buffer.length) {
+          const bigger = Buffer.allocUnsafe(buffer.length * 2);
+          buffer.copy(bigger, 0, 0, length);
+          buffer = bigger;
+        }
+      }
+      this.#buffers.set(file, buffer);
+      return buffer.toString('latin1', 0, length);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
