@@ -92,11 +92,12 @@ export class Connections {
 
   /** Takes a baseline now; the returned function gives what the traffic did since (for an episode or one hook call). */
   traffic(startedAt: number): (() => EpisodeTraffic) | undefined {
-    const atStart = this.current(this.#deps.pollMs);
+    // Fresh reads: a cached one taken before a connection arrived would make that connection look late.
+    const atStart = this.current();
     if (!atStart) return undefined;
     const lateAtStart = this.#lateTotal;
     return () => {
-      const atEnd = this.current(this.#deps.pollMs) ?? atStart;
+      const atEnd = this.current() ?? atStart;
       const arrived = this.#lastArrivalAt >= startedAt;
       return {
         connectionsAtStart: atStart.established,
@@ -144,12 +145,13 @@ export class Connections {
     const seen = new Set<string>();
     for (const s of sockets) {
       const stats = byPort.get(s.localPort);
-      if (!stats || s.remotePort === ownPort) continue;
+      if (!stats) continue;
       if (s.state === 'LISTEN') {
         stats.listening = true;
         stats.acceptQueue += s.rxQueue;
         continue;
       }
+      if (s.remotePort === ownPort) continue;
       stats.states[s.state] = (stats.states[s.state] ?? 0) + 1;
       if (s.state === 'ESTABLISHED') stats.established++;
       const key = `${s.localAddress} ${s.localPort} ${s.remoteAddress} ${s.remotePort}`;

@@ -40,3 +40,10 @@ export function get(
     req.end();
   });
 }
+
+/** The value of one series in the sidecar's /metrics, or undefined when absent. */
+export const metric = async (port: number, series: string): Promise<number | undefined> => {
+  const { body } = await get(port, '/metrics');
+  const line = body.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+};

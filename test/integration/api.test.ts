@@ -1,38 +1,10 @@
-// The HTTP API on a real socket, wired as main.ts wires it, with the real clock.
+// The HTTP API on a real socket.
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { systemClock } from '../../src/clock.js';
-import { parseConfig } from '../../src/config.js';
-import { createSidecar } from '../../src/sidecar.js';
-import { testWiring } from '../helpers.js';
-import { get } from '../http.js';
+import { get, metric } from '../http.js';
+import { startSidecar, stopSidecars } from '../inprocess.js';
 
-const running: { close(): void }[] = [];
-afterEach(() => {
-  for (const s of running.splice(0)) s.close();
-});
-
-async function startSidecar(env: Record<string, string> = {}) {
-  const parsed = parseConfig({ DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env }, []);
-  if (parsed.ok !== true) throw new Error(JSON.stringify(parsed));
-  const { log, lines } = testWiring();
-  const exit = vi.fn();
-  const sidecar = createSidecar({ config: parsed.config, clock: systemClock, log, version: '0.0.0-test', exit });
-  const { port } = await sidecar.start();
-  running.push({
-    close: () => {
-      sidecar.server.close();
-      sidecar.server.closeAllConnections();
-    },
-  });
-  return { ...sidecar, port, lines, exit };
-}
-
-const metric = async (port: number, series: string) => {
-  const { body } = await get(port, '/metrics');
-  const line = body.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-};
+afterEach(stopSidecars);
 
 describe('hook endpoints', () => {
   it('/sleep?s=0.5 answers 200 after half a second with what it did', async () => {

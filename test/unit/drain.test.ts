@@ -122,3 +122,42 @@ describe('Drain', () => {
     expect(await value('drain_sidecar_hook_calls_total', { endpoint: 'sleep', outcome: 'rejected_busy' })).toBe(1);
   });
 });
+
+describe('Drain with an idle rule (/drain)', () => {
+  beforeEach(useFakeClock);
+  afterEach(() => vi.useRealTimers());
+
+  it('returns idle at min when the app is already quiet', async () => {
+    const { hold } = setup();
+    const result = hold(20, { idle: { minMs: 5000, pollMs: 200, isIdle: () => true } });
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(await result).toMatchObject({ reason: 'idle', waitedSeconds: 5 });
+  });
+
+  it('returns idle at the first poll after the traffic stops', async () => {
+    const { hold, finished } = setup();
+    const app = { quiet: false };
+    const result = hold(20, { idle: { minMs: 2000, pollMs: 200, isIdle: () => app.quiet } });
+    await vi.advanceTimersByTimeAsync(7000);
+    app.quiet = true;
+    await vi.advanceTimersByTimeAsync(200);
+    expect(await result).toMatchObject({ reason: 'idle', waitedSeconds: 7.2 });
+    expect(finished()).toEqual([expect.objectContaining({ reason: 'idle', durationSeconds: 7.2 })]);
+  });
+
+  it('returns deadline at max while traffic goes on', async () => {
+    const { hold } = setup();
+    const result = hold(10, { idle: { minMs: 2000, pollMs: 200, isIdle: () => false } });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(await result).toMatchObject({ reason: 'deadline', waitedSeconds: 10 });
+  });
+
+  it('stops when the caller goes away', async () => {
+    const { hold } = setup();
+    const caller = new AbortController();
+    const result = hold(10, { signal: caller.signal, idle: { minMs: 2000, pollMs: 200, isIdle: () => false } });
+    await vi.advanceTimersByTimeAsync(3100);
+    caller.abort();
+    expect(await result).toMatchObject({ reason: 'caller_gone', outcome: 'caller_gone', waitedSeconds: 3.1 });
+  });
+});

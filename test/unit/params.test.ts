@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseSleepParams } from '../../src/params.js';
+import { parseDrainParams, parseSleepParams } from '../../src/params.js';
 
 const config = { defaultSleepSeconds: 20, maxSleepSeconds: 25 };
 const parse = (query: string) => parseSleepParams(new URLSearchParams(query), config);
@@ -38,5 +38,32 @@ describe('parseSleepParams', () => {
   it('keeps an echoed value short, so the answer stays far below the 10 KiB the kubelet reads', () => {
     const { problems } = parse(`s=${'9x'.repeat(5000)}`);
     expect(problems[0]?.length).toBeLessThan(120);
+  });
+});
+
+describe('parseDrainParams', () => {
+  const defaults = { defaultSleepSeconds: 20, maxSleepSeconds: 25, drainMinSeconds: 5, drainQuietSeconds: 3 };
+  const drain = (query: string) => parseDrainParams(new URLSearchParams(query), defaults);
+
+  it.each([
+    ['', { minSeconds: 5, maxSeconds: 20, quietSeconds: 3 }],
+    ['min=2&max=10&quiet=1.5', { minSeconds: 2, maxSeconds: 10, quietSeconds: 1.5 }],
+    ['max=3', { minSeconds: 3, maxSeconds: 3, quietSeconds: 3 }],
+    ['min=0&quiet=0', { minSeconds: 0, maxSeconds: 20, quietSeconds: 0 }],
+  ])('reads %j', (query, expected) => {
+    expect(drain(query)).toMatchObject({ ...expected, clamped: false, problems: [] });
+  });
+
+  it('clamps a max above the maximum sleep', () => {
+    expect(drain('max=90')).toMatchObject({ maxSeconds: 25, clamped: true, problems: [] });
+  });
+
+  it.each([
+    ['min=abc', 'min must be a decimal number of seconds such as min=20; got "abc"'],
+    ['max=-1', 'max must be a decimal number of seconds such as max=20; got "-1"'],
+    ['min=10&max=4', 'min (10) must not exceed max (4)'],
+    ['s=20', 'unknown parameter "s"; known: min, max, quiet'],
+  ])('falls back to all the defaults for %j and names the problem', (query, problem) => {
+    expect(drain(query)).toMatchObject({ minSeconds: 5, maxSeconds: 20, quietSeconds: 3, problems: [problem] });
   });
 });

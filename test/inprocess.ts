@@ -1,0 +1,29 @@
+// The sidecar started in-process, wired as main.ts wires it, with the real clock and a real socket on 127.0.0.1.
+import { vi } from 'vitest';
+import { systemClock } from '../src/clock.js';
+import { parseConfig } from '../src/config.js';
+import { createSidecar } from '../src/sidecar.js';
+import { testWiring } from './helpers.js';
+
+const running: { close(): void }[] = [];
+
+/** Closes every sidecar started since the last call; register it with afterEach. */
+export function stopSidecars(): void {
+  for (const s of running.splice(0)) s.close();
+}
+
+export async function startSidecar(env: Record<string, string> = {}) {
+  const parsed = parseConfig({ DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env }, []);
+  if (parsed.ok !== true) throw new Error(JSON.stringify(parsed));
+  const { log, lines } = testWiring();
+  const exit = vi.fn();
+  const sidecar = createSidecar({ config: parsed.config, clock: systemClock, log, version: '0.0.0-test', exit });
+  const { port } = await sidecar.start();
+  running.push({
+    close: () => {
+      sidecar.server.close();
+      sidecar.server.closeAllConnections();
+    },
+  });
+  return { ...sidecar, port, lines, exit };
+}

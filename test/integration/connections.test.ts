@@ -1,0 +1,130 @@
+// Passive watch of an app on real loopback sockets: the kernel's tables, read by the sidecar as in a pod.
+import { createServer, type Server, Socket } from 'node:net';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { get, metric } from '../http.js';
+import { startSidecar, stopSidecars } from '../inprocess.js';
+import { startSidecarProcess, within } from '../process.js';
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  stopSidecars();
+  for (const c of cleanups.splice(0)) c();
+});
+
+/** A TCP "app" on a free loopback port that keeps every connection open until the client closes it. */
+async function startApp(): Promise<{ server: Server; port: number }> {
+  const server = createServer((socket) => socket.on('error', () => undefined));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => server.close());
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+async function connect(port: number, n: number): Promise<Socket[]> {
+  const sockets = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<Socket>((resolve, reject) => {
+          const s = new Socket();
+          s.once('error', reject);
+          s.connect(port, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
+  cleanups.push(() => {
+    for (const s of sockets) s.destroy();
+  });
+  return sockets;
+}
+
+const FAST = { DRAIN_POLL_SECONDS: '0.05' };
+
+describe('passive connection tracking', () => {
+  it('reads the established connections to the app port at scrape time', async () => {
+    const app = await startApp();
+    const { port } = await startSidecar({ ...FAST, DRAIN_APP_PORTS: String(app.port) });
+    const series = `drain_sidecar_app_connections{port="${app.port}"}`;
+    expect(await metric(port, series)).toBe(0);
+    expect(await metric(port, `drain_sidecar_app_listening{port="${app.port}"}`)).toBe(1);
+    const clients = await connect(app.port, 4);
+    await vi.waitFor(async () => expect(await metric(port, series)).toBe(4), { timeout: 2000 });
+    for (const c of clients) c.destroy();
+    await vi.waitFor(async () => expect(await metric(port, series)).toBe(0), { timeout: 2000 });
+    expect(await metric(port, 'drain_sidecar_connection_tracking')).toBe(1);
+  });
+
+  it('shows the tracked ports in /status', async () => {
+    const app = await startApp();
+    const { port } = await startSidecar({ ...FAST, DRAIN_APP_PORTS: String(app.port) });
+    await connect(app.port, 2);
+    await vi.waitFor(
+      async () => {
+        expect((await get(port, '/status')).json().app).toEqual({
+          ports: [expect.objectContaining({ port: app.port, established: 2, listening: true })],
+        });
+      },
+      { timeout: 2000 },
+    );
+  });
+
+  it('counts connections opened during a drain as late arrivals, and /drain returns idle once they close', async () => {
+    const app = await startApp();
+    const { port, lines } = await startSidecar({ ...FAST, DRAIN_APP_PORTS: String(app.port) });
+    const before = await connect(app.port, 2);
+    await vi.waitFor(async () => expect(await metric(port, `drain_sidecar_app_connections{port="${app.port}"}`)).toBe(2), {
+      timeout: 2000,
+    });
+    const hook = get(port, '/drain?min=0.2&max=8&quiet=0.3');
+    await new Promise((r) => setTimeout(r, 300));
+    const late = await connect(app.port, 3);
+    await new Promise((r) => setTimeout(r, 300));
+    const closedAt = performance.now();
+    for (const c of [...before, ...late]) c.destroy();
+    const answer = await within(9000, 'the /drain answer', hook);
+    expect(answer.status).toBe(200);
+    expect(performance.now() - closedAt).toBeLessThan(2000);
+    expect(answer.json()).toMatchObject({
+      endpoint: 'drain',
+      reason: 'idle',
+      tracking: true,
+      connectionsAtStart: 2,
+      connectionsAtEnd: 0,
+      lateArrivals: 3,
+      lastArrivalSeconds: expect.any(Number),
+    });
+    expect(await metric(port, `drain_sidecar_late_connections_total{port="${app.port}"}`)).toBe(3);
+    expect(await metric(port, 'drain_sidecar_last_arrival_seconds_count')).toBe(1);
+    expect(lines.find((l) => l.msg === 'drain finished')).toMatchObject({
+      reason: 'idle',
+      traffic: { connectionsAtStart: 2, connectionsAtEnd: 0, lateArrivals: 3 },
+    });
+  });
+
+  it('returns deadline from /drain while a connection stays open', async () => {
+    const app = await startApp();
+    const { port } = await startSidecar({ ...FAST, DRAIN_APP_PORTS: String(app.port) });
+    await connect(app.port, 1);
+    const answer = await within(5000, 'the /drain answer', get(port, '/drain?min=0.1&max=1&quiet=0.2'));
+    expect(answer.json()).toMatchObject({ reason: 'deadline', connectionsAtEnd: 1, lateArrivals: 0, lastArrivalSeconds: null });
+    expect(answer.ms).toBeGreaterThanOrEqual(990);
+    expect(await metric(port, 'drain_sidecar_drain_end_connections_total')).toBe(1);
+  });
+
+  it('makes /drain a sleep of its min when no app port is configured', async () => {
+    const { port } = await startSidecar(FAST);
+    const answer = await get(port, '/drain?min=0.3&max=5');
+    expect(answer.json()).toMatchObject({ reason: 'elapsed', tracking: false, minSeconds: 0.3 });
+    expect(answer.ms).toBeGreaterThanOrEqual(290);
+    expect(answer.ms).toBeLessThan(2000);
+  });
+
+  it('after SIGTERM, exits only once the app has closed its listener', async () => {
+    const app = await startApp();
+    const sidecar = await startSidecarProcess({ ...FAST, DRAIN_APP_PORTS: String(app.port), DRAIN_SHUTDOWN_HOLD_SECONDS: '0' });
+    sidecar.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 800));
+    expect(sidecar.child.exitCode).toBe(null);
+    app.server.close();
+    expect(await within(3000, 'the exit after the app closed', sidecar.exited)).toEqual({ code: 0, signal: null });
+  });
+});

@@ -1,0 +1,75 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ProcNetReader, parseSnmpTcp, parseTcpTable, TCP_STATES } from '../../src/procnet.js';
+
+const FIXTURES = resolve(import.meta.dirname, '../fixtures/proc-net');
+const fixture = (name: string) => readFileSync(join(FIXTURES, name), 'latin1');
+
+describe('parseTcpTable', () => {
+  const tcp = parseTcpTable(fixture('tcp'));
+  const tcp6 = parseTcpTable(fixture('tcp6'));
+
+  it('skips the header line and trailing garbage', () => {
+    expect(tcp).toHaveLength(16);
+    expect(tcp6).toHaveLength(4);
+  });
+
+  it('reads an IPv4 listener with its accept queue', () => {
+    expect(tcp[0]).toEqual({
+      localAddress: '0.0.0.0',
+      localPort: 8080,
+      remoteAddress: '0.0.0.0',
+      remotePort: 0,
+      state: 'LISTEN',
+      rxQueue: 3,
+    });
+  });
+
+  it('reads every TCP state by its kernel number', () => {
+    const states = tcp.filter((s) => s.localPort === 8080 && s.remoteAddress === '10.1.2.3').map((s) => s.state);
+    expect(states).toEqual(TCP_STATES.filter((s) => s !== 'LISTEN'));
+    expect(tcp[1]).toMatchObject({
+      localAddress: '10.1.0.5',
+      remoteAddress: '10.1.2.3',
+      remotePort: 0xc001,
+      state: 'ESTABLISHED',
+    });
+  });
+
+  it('reads IPv6 addresses, and IPv4-mapped ones as the IPv4 peers they are', () => {
+    expect(tcp6[0]).toMatchObject({ localAddress: '::', localPort: 8443, state: 'LISTEN' });
+    expect(tcp6[1]).toMatchObject({ localAddress: '::1', remoteAddress: '2001:db8::7', remotePort: 50000 });
+    expect(tcp6[2]).toMatchObject({ localAddress: '127.0.0.1', remoteAddress: '127.0.0.1', remotePort: 40180 });
+    expect(tcp6[3]).toMatchObject({ localAddress: '10.1.0.5', localPort: 8080, remoteAddress: '10.1.2.9' });
+  });
+
+  it('reads what this kernel writes', () => {
+    const live = parseTcpTable(readFileSync('/proc/net/tcp', 'latin1'));
+    expect(live.every((s) => TCP_STATES.includes(s.state) && s.localPort >= 0 && s.localPort < 65536)).toBe(true);
+  });
+});
+
+describe('parseSnmpTcp', () => {
+  it('reads a named Tcp counter', () => {
+    expect(parseSnmpTcp(fixture('snmp'), 'OutRsts')).toBe(858);
+    expect(parseSnmpTcp(fixture('snmp'), 'PassiveOpens')).toBe(2113);
+  });
+
+  it('is undefined for a counter or table that is absent', () => {
+    expect(parseSnmpTcp(fixture('snmp'), 'NoSuchCounter')).toBeUndefined();
+    expect(parseSnmpTcp('Ip: Forwarding\nIp: 1\n', 'OutRsts')).toBeUndefined();
+  });
+});
+
+describe('ProcNetReader', () => {
+  it('reads a file larger than its first buffer whole', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'procnet-'));
+    const big = `${fixture('tcp')}${'x'.repeat(700 * 1024)}\nend\n`;
+    writeFileSync(join(dir, 'tcp'), big);
+    const reader = new ProcNetReader(dir);
+    expect(reader.read('tcp')).toBe(big);
+    expect(reader.read('tcp')).toBe(big);
+  });
+});
