@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
 import type { Metrics } from './metrics.js';
-import { type ProcNetReader, parseSnmpTcp, parseTcpTable, type TcpState } from './procnet.js';
+import { parseSnmpTcp, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
 
 export interface PortStats {
   port: number;
@@ -37,7 +37,7 @@ export interface EpisodeTraffic {
 }
 
 export interface ConnectionsDeps {
-  reader: ProcNetReader;
+  procNetDir: string;
   appPorts: number[];
   ownPort: number;
   clock: Clock;
@@ -60,10 +60,12 @@ export class Connections {
   #lateTotal = 0;
   #outRsts: number | undefined;
   #polling = false;
+  readonly #ports: ReadonlySet<number>;
   readonly #deps: ConnectionsDeps;
 
   constructor(deps: ConnectionsDeps) {
     this.#deps = deps;
+    this.#ports = new Set(deps.appPorts);
     this.#available = deps.appPorts.length > 0;
   }
 
@@ -124,12 +126,15 @@ export class Connections {
   }
 
   #read(): Snapshot | undefined {
-    const { reader, appPorts, ownPort, clock, inTermination, metrics, pollMs } = this.#deps;
+    const { procNetDir, appPorts, ownPort, clock, inTermination, metrics, pollMs } = this.#deps;
     let sockets: ReturnType<typeof parseTcpTable>;
     let snmp: string;
     try {
-      sockets = [...parseTcpTable(reader.read('tcp')), ...parseTcpTable(reader.read('tcp6'))];
-      snmp = reader.read('snmp');
+      sockets = [
+        ...parseTcpTable(readProcNet(procNetDir, 'tcp'), this.#ports),
+        ...parseTcpTable(readProcNet(procNetDir, 'tcp6'), this.#ports),
+      ];
+      snmp = readProcNet(procNetDir, 'snmp');
     } catch (err) {
       this.#available = false;
       this.#deps.log.warn({ err }, 'cannot read /proc/net; connection tracking is off and /drain waits its min');
@@ -144,8 +149,7 @@ export class Connections {
     );
     const seen = new Set<string>();
     for (const s of sockets) {
-      const stats = byPort.get(s.localPort);
-      if (!stats) continue;
+      const stats = byPort.get(s.localPort) as PortStats;
       if (s.state === 'LISTEN') {
         stats.listening = true;
         stats.acceptQueue += s.rxQueue;

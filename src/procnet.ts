@@ -1,6 +1,6 @@
 // The kernel's socket tables for the pod's network namespace: /proc/net/tcp, /proc/net/tcp6 and /proc/net/snmp.
 
-import { closeSync, openSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 // include/net/tcp_states.h
@@ -49,17 +49,22 @@ function parseAddress(hex: string): string {
 const LINE =
   /^\s*\d+:\s+([0-9A-Fa-f]{8}|[0-9A-Fa-f]{32}):([0-9A-Fa-f]{4})\s+([0-9A-Fa-f]{8}|[0-9A-Fa-f]{32}):([0-9A-Fa-f]{4})\s+([0-9A-Fa-f]{2})\s+[0-9A-Fa-f]{8}:([0-9A-Fa-f]{8})/;
 
-/** Parses the text of /proc/net/tcp or /proc/net/tcp6. The header and any line it does not recognise are skipped. */
-export function parseTcpTable(text: string): TcpSocket[] {
+/**
+ * Parses the text of /proc/net/tcp or /proc/net/tcp6. The header and any line it does not recognise are skipped; so are
+ * sockets whose local port is not in ports, when given (most of a busy table, and the costly part is the addresses).
+ */
+export function parseTcpTable(text: string, ports?: ReadonlySet<number>): TcpSocket[] {
   const sockets: TcpSocket[] = [];
   for (const line of text.split('\n')) {
     const m = LINE.exec(line);
     if (!m) continue;
+    const localPort = Number.parseInt(m[2] as string, 16);
+    if (ports && !ports.has(localPort)) continue;
     const state = TCP_STATES[Number.parseInt(m[5] as string, 16) - 1];
     if (!state) continue;
     sockets.push({
       localAddress: parseAddress(m[1] as string),
-      localPort: Number.parseInt(m[2] as string, 16),
+      localPort,
       remoteAddress: parseAddress(m[3] as string),
       remotePort: Number.parseInt(m[4] as string, 16),
       state,
@@ -78,36 +83,10 @@ export function parseSnmpTcp(text: string, field: string): number | undefined {
 }
 
 /**
- * Reads whole files from a /proc/net directory with one buffer per file, kept between reads. The kernel walks the whole
- * socket hash table on every read() call, so the buffer grows until one call takes the file at once.
+ * Reads one file of a /proc/net directory whole. The kernel hands these tables out one page per read() call whatever the
+ * buffer size, resuming where the last call stopped (measured on 6.18: 372 calls for 1.5 MB with a 4 KiB or an 8 MiB
+ * buffer, the same time), so Node's chunked read costs no more than one large buffer would (bench/procnet.mjs).
  */
-export class ProcNetReader {
-  readonly #dir: string;
-  readonly #buffers = new Map<string, Buffer>();
-
-  constructor(dir: string) {
-    this.#dir = dir;
-  }
-
-  read(file: string): string {
-    let buffer = this.#buffers.get(file) ?? Buffer.allocUnsafe(256 * 1024);
-    const fd = openSync(join(this.#dir, file), 'r');
-    try {
-      let length = 0;
-      for (;;) {
-        const n = readSync(fd, buffer, length, buffer.length - length, null);
-        if (n === 0) break;
-        length += n;
-        if (length === buffer.length) {
-          const bigger = Buffer.allocUnsafe(buffer.length * 2);
-          buffer.copy(bigger, 0, 0, length);
-          buffer = bigger;
-        }
-      }
-      this.#buffers.set(file, buffer);
-      return buffer.toString('latin1', 0, length);
-    } finally {
-      closeSync(fd);
-    }
-  }
+export function readProcNet(dir: string, file: 'tcp' | 'tcp6' | 'snmp'): string {
+  return readFileSync(join(dir, file), 'latin1');
 }

@@ -9,7 +9,6 @@ import type { Config } from './config.js';
 import { Connections } from './connections.js';
 import { Drain } from './drain.js';
 import { createMetrics } from './metrics.js';
-import { ProcNetReader } from './procnet.js';
 import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
 
@@ -36,7 +35,7 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
   const inTermination = (): boolean =>
     drain.open || shutdown.terminating || clock.now() - drain.lastStartedAt < config.gracePeriodSeconds * 1000;
   const connections: Connections = new Connections({
-    reader: new ProcNetReader(config.procNetDir),
+    procNetDir: config.procNetDir,
     appPorts: config.appPorts,
     ownPort: config.port,
     clock,

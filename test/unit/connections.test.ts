@@ -4,7 +4,6 @@ import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { Connections } from '../../src/connections.js';
-import { ProcNetReader } from '../../src/procnet.js';
 import { testWiring, useFakeClock } from '../helpers.js';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/proc-net');
@@ -41,7 +40,7 @@ function setup({ appPorts = [8080], dir = mkdtempSync(join(tmpdir(), 'proc-net-'
   const wiring = testWiring();
   const termination = { active: false };
   const connections = new Connections({
-    reader: new ProcNetReader(dir),
+    procNetDir: dir,
     appPorts,
     ownPort: 9555,
     clock: systemClock,

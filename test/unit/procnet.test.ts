@@ -1,8 +1,7 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ProcNetReader, parseSnmpTcp, parseTcpTable, TCP_STATES } from '../../src/procnet.js';
+import { parseSnmpTcp, parseTcpTable, TCP_STATES } from '../../src/procnet.js';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/proc-net');
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), 'latin1');
@@ -45,6 +44,12 @@ describe('parseTcpTable', () => {
     expect(tcp6[3]).toMatchObject({ localAddress: '10.1.0.5', localPort: 8080, remoteAddress: '10.1.2.9' });
   });
 
+  it('keeps only the sockets on the given local ports', () => {
+    const only = parseTcpTable(fixture('tcp'), new Set([8080]));
+    expect(only).toHaveLength(13);
+    expect(only.every((s) => s.localPort === 8080)).toBe(true);
+  });
+
   it('reads what this kernel writes', () => {
     const live = parseTcpTable(readFileSync('/proc/net/tcp', 'latin1'));
     expect(live.every((s) => TCP_STATES.includes(s.state) && s.localPort >= 0 && s.localPort < 65536)).toBe(true);
@@ -60,16 +65,5 @@ describe('parseSnmpTcp', () => {
   it('is undefined for a counter or table that is absent', () => {
     expect(parseSnmpTcp(fixture('snmp'), 'NoSuchCounter')).toBeUndefined();
     expect(parseSnmpTcp('Ip: Forwarding\nIp: 1\n', 'OutRsts')).toBeUndefined();
-  });
-});
-
-describe('ProcNetReader', () => {
-  it('reads a file larger than its first buffer whole', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'procnet-'));
-    const big = `${fixture('tcp')}${'x'.repeat(700 * 1024)}\nend\n`;
-    writeFileSync(join(dir, 'tcp'), big);
-    const reader = new ProcNetReader(dir);
-    expect(reader.read('tcp')).toBe(big);
-    expect(reader.read('tcp')).toBe(big);
   });
 });
