@@ -136,11 +136,13 @@ describe('probes, status and errors', () => {
   });
 
   it('serves /metrics that promtool accepts, and OpenMetrics on request', async () => {
-    const { port } = await startSidecar();
+    const { port } = await startSidecar({ DRAIN_APP_PORTS: '8080,8443' });
     await get(port, '/sleep?s=0.1');
     const text = await get(port, '/metrics');
     expect(text.headers['content-type']).toContain('text/plain');
     expect(text.body).toContain('drain_sidecar_drain_duration_seconds_count{reason="elapsed"} 1');
+    expect(text.body).toContain('drain_sidecar_late_connections_total{port="8443"} 0');
+    expect(text.body).toContain('drain_sidecar_app_listening{port="8080"}');
     const check = spawnSync('promtool', ['check', 'metrics'], { input: text.body, encoding: 'utf8', timeout: 10_000 });
     expect(`${check.stdout}${check.stderr}`).toBe('');
     expect(check.status).toBe(0);
