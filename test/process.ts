@@ -1,9 +1,9 @@
-// Runs the built sidecar as a child process, as the kubelet runs it, and reads its JSON log lines.
+// Runs the built single executable as a child process, as the kubelet runs it, and reads its JSON log lines.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import type { LogLine } from './helpers.js';
 
-export const BUNDLE = resolve(import.meta.dirname, '../dist/drain-sidecar.cjs');
+export const EXECUTABLE = resolve(import.meta.dirname, '../dist/drain-sidecar');
 
 export interface SidecarProcess {
   child: ChildProcess;
@@ -23,7 +23,7 @@ export function within<T>(ms: number, what: string, promise: Promise<T>): Promis
 }
 
 export function run(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [BUNDLE, ...args], {
+  const child = spawn(EXECUTABLE, args, {
     env: { PATH: process.env.PATH, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

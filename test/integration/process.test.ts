@@ -1,5 +1,6 @@
-// The built sidecar as a child process: signals, exit codes and the log lines that outlive the pod.
+// The single executable as a child process: signals, exit codes and the log lines that outlive the pod.
 import { describe, expect, it } from 'vitest';
+import pkg from '../../package.json' with { type: 'json' };
 import { get } from '../http.js';
 import { run, startSidecarProcess, within } from '../process.js';
 
@@ -70,10 +71,11 @@ describe('the sidecar process', () => {
     expect(proc.stderr()).toContain('--max-hooks (DRAIN_MAX_HOOKS) must be a whole number');
   });
 
-  it('reports its version and the Node.js version running it', async () => {
+  it('reports its version and the Node.js 24 inside it', async () => {
     const proc = run(['--version']);
     expect(await within(5000, 'the exit', proc.exited)).toEqual({ code: 0, signal: null });
-    expect(proc.stdout()).toMatch(/^drain-sidecar \d+\.\d+\.\d+ \(node v\d+\.\d+\.\d+\)\n$/);
+    expect(proc.stdout()).toBe(`drain-sidecar ${pkg.version} (node v${pkg.sea.nodeVersion})\n`);
+    expect(proc.stderr()).toBe('');
   });
 
   it('exits 1 when its port is taken', async () => {
