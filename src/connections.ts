@@ -180,9 +180,11 @@ export class Connections {
         this.#lastArrivalAt = now;
         metrics.lateConnections.inc({ port: String(p.port) }, p.newConnections);
       }
-      // Resets sent while no app port had a listener, at this read and the one before: mostly refused connection attempts.
-      const refused = outRsts !== undefined && this.#outRsts !== undefined ? outRsts - this.#outRsts : 0;
-      if (refused > 0 && !snapshot.listening && previous?.listening === false) metrics.refusedEstimate.inc(refused);
+      // Resets sent since the previous read, when no app port has a listener now: mostly refused connection attempts.
+      // (Waiting for two listener-less reads in a row missed the first poll interval after the app's exit, a fifth of
+      // the refusals the drill's client saw; the app's own closing sends FINs, not resets.)
+      const refused = previous && outRsts !== undefined && this.#outRsts !== undefined ? outRsts - this.#outRsts : 0;
+      if (refused > 0 && !snapshot.listening) metrics.refusedEstimate.inc(refused);
     }
     this.#outRsts = outRsts;
     this.#latest = snapshot;

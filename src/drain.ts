@@ -72,7 +72,6 @@ export class Drain {
   #current: Episode | undefined;
   #last: EpisodeSummary | undefined;
   #lastStartedAt = Number.NEGATIVE_INFINITY;
-  #lastEndedAt = Number.NEGATIVE_INFINITY;
   #nextId = 1;
   #inProgress = 0;
   #listeners = new Set<() => void>();
@@ -93,11 +92,6 @@ export class Drain {
   /** Monotonic time the latest episode started, or -Infinity. */
   get lastStartedAt(): number {
     return this.#lastStartedAt;
-  }
-
-  /** Monotonic time the latest episode ended, or -Infinity. */
-  get lastEndedAt(): number {
-    return this.#lastEndedAt;
   }
 
   get lastEpisode(): EpisodeSummary | undefined {
@@ -203,7 +197,6 @@ export class Drain {
     };
     this.#current = undefined;
     this.#last = summary;
-    this.#lastEndedAt = now;
     metrics.draining.set(0);
     metrics.drainDuration.observe({ reason }, summary.durationSeconds);
     if (summary.traffic) {

@@ -117,7 +117,7 @@ export const METRIC_SPECS = {
   refusedEstimate: {
     name: `${METRIC_PREFIX}refused_connections_estimate_total`,
     type: 'counter',
-    help: "Estimate of connections refused during termination: TCP resets the pod's network namespace sent (/proc/net/snmp OutRsts) between two polls that both found no app listener. Includes any other reset sent then.",
+    help: "Estimate of connections refused during termination: TCP resets the pod's network namespace sent (/proc/net/snmp OutRsts) in poll intervals that ended with no app listener. Includes any other reset sent then.",
   },
   buildInfo: {
     name: `${METRIC_PREFIX}build_info`,

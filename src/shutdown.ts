@@ -53,7 +53,8 @@ export class Shutdown {
   #sigtermAt: number | undefined;
   #deadline = Number.POSITIVE_INFINITY;
   #holdUntil = 0;
-  #finalScrapeUntil: number | undefined;
+  /** When nothing but the final scrape was left to wait for. */
+  #drainedAt: number | undefined;
   #timer: unknown;
   #exited = false;
   readonly #deps: ShutdownDeps;
@@ -123,9 +124,12 @@ export class Shutdown {
 
     // SIGTERM opened this episode and no hook call joined it: the app's preStop hook is likely missing.
     if (drain.open) drain.finish('no_hook');
-    this.#finalScrapeUntil ??= now + config.finalScrapeSeconds * 1000;
-    const scrapedSinceDrain = scrapes.lastStartedAt >= drain.lastEndedAt;
-    if (scrapes.count > 0 && !scrapedSinceDrain && now < this.#finalScrapeUntil) waitingFor.push('final_scrape');
+    // The final scrape must begin after this point, not merely after the drain: refusals after the app's exit are
+    // counted until now, and would otherwise leave with the pod.
+    this.#drainedAt ??= now;
+    const finalScraped = scrapes.lastStartedAt >= this.#drainedAt;
+    const scrapeWaitOver = now >= this.#drainedAt + config.finalScrapeSeconds * 1000;
+    if (scrapes.count > 0 && !finalScraped && !scrapeWaitOver) waitingFor.push('final_scrape');
     return waitingFor;
   }
 

@@ -133,14 +133,24 @@ describe('Connections', () => {
     writeTables(dir, [listener], 100);
     connections.current();
     await vi.advanceTimersByTimeAsync(POLL_MS);
-    writeTables(dir, [], 104);
+    writeTables(dir, [listener], 103);
     connections.current();
-    // The listener was there at the read before: those resets may predate the app's exit.
+    // The app still listens: resets now are not refusals of it.
     expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(0);
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    writeTables(dir, [], 107);
+    connections.current();
+    expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(4);
     await vi.advanceTimersByTimeAsync(POLL_MS);
     writeTables(dir, [], 111);
     connections.current();
-    expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(7);
+    expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(8);
+    // Outside a termination nothing is counted.
+    termination.active = false;
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    writeTables(dir, [], 150);
+    connections.current();
+    expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(8);
   });
 
   it('reports the figures of an episode from its baseline', async () => {

@@ -150,6 +150,23 @@ describe('Shutdown', () => {
     await hook;
   });
 
+  it("waits for a scrape that began after the app's exit, so refusals counted until then leave the pod", async () => {
+    const { shutdown, exit, sleep, scrapes, app } = setup({ finalScrape: 15 });
+    scrapes.served(performance.now());
+    app.listening = true;
+    const hook = sleep(5);
+    shutdown.sigterm();
+    await vi.advanceTimersByTimeAsync(6000);
+    await hook;
+    scrapes.served(performance.now());
+    await vi.advanceTimersByTimeAsync(2000);
+    app.listening = false;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(exit).not.toHaveBeenCalled();
+    scrapes.served(performance.now());
+    expect(await msUntilExit(exit)).toBeLessThanOrEqual(100);
+  });
+
   it('exits without waiting for a scrape when /metrics was never scraped', async () => {
     const { shutdown, exit } = setup({ finalScrape: 15 });
     shutdown.sigterm();

@@ -1,0 +1,460 @@
+// Termination drill: the rollout 503s of the field report, recreated with real processes, a real load balancer (nginx)
+// and a real Prometheus, and what drain-sidecar changes. For each scenario: an "old" and a "new" pod, each an app plus
+// the built sidecar sharing a network namespace (as root with `ip`; otherwise ports on loopback); a client sending a
+// steady rate through nginx; a kubelet emulator deleting the old pod as DESIGN section 3 describes; nginx dropping the
+// old pod only after a propagation delay D. Prints a table per scenario and writes JSON and Markdown.
+// Usage: npm run drill -- [--full] [--scenarios a,b,c,e,f] [--delay D] [--out DIR]
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SIDECAR = join(ROOT, 'dist/drain-sidecar');
+const APP_PORT = 8080;
+const SIDECAR_PORT = 9555;
+const LB_PORT = 18_480;
+const PROM_PORT = 19_490;
+const KUBELET_UA = 'kube-lifecycle/1.34';
+
+const { values: opts } = parseArgs({
+  options: {
+    full: { type: 'boolean', default: false },
+    scenarios: { type: 'string', default: 'a,b,c,d,e,f' },
+    delay: { type: 'string' },
+    out: { type: 'string', default: join(ROOT, 'drill/results') },
+  },
+});
+// Short: fits CI. Full: the field report's proportions (a 30 s grace period, several seconds of propagation).
+const variant = opts.full
+  ? { name: 'full', delay: 6, grace: 30, rate: 50, before: 3, after: 6 }
+  : { name: 'short', delay: 2.5, grace: 12, rate: 40, before: 1.5, after: 3 };
+if (opts.delay) variant.delay = Number(opts.delay);
+
+const D = variant.delay;
+const SCENARIOS = {
+  a: { title: 'no hook (the field report)', order: 'native' },
+  b: { title: `/sleep?s=${D + 3} (longer than D)`, order: 'native', hook: `/sleep?s=${D + 3}` },
+  c: { title: '/drain', order: 'native', hook: `/drain?min=1&max=${variant.grace - 5}&quiet=1` },
+  d: { title: 'proxy mode', unavailable: 'proxy mode is not built yet (issue 7)' },
+  e: {
+    title: `/sleep?s=${Math.max(0.5, D - 1.5)} (shorter than D)`,
+    order: 'native',
+    hook: `/sleep?s=${Math.max(0.5, D - 1.5)}`,
+  },
+  f: { title: `/sleep?s=${D + 3}, regular sidecar order`, order: 'regular', hook: `/sleep?s=${D + 3}` },
+};
+
+const isolated = process.getuid?.() === 0 && spawnSync('ip', ['-V']).status === 0;
+const work = mkdtempSync(join(tmpdir(), 'drain-drill-'));
+const now = () => performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// What to undo: for the whole drill (Prometheus), and for the scenario running now (pods, nginx).
+const cleanups = [];
+let scenarioCleanups = [];
+
+// ---- pods -------------------------------------------------------------------------------------------------------
+
+let podCount = 0;
+/** A pod: its own network namespace and address (or loopback ports), the app and the sidecar inside it. */
+function createPod(name, scenario) {
+  const k = ++podCount;
+  const pod = { name, scenario, k, appPort: APP_PORT, sidecarPort: SIDECAR_PORT, procs: {} };
+  if (isolated) {
+    pod.ns = `drill-${process.pid}-${k}`;
+    pod.ip = `198.18.${k}.2`;
+    const host = `drh${process.pid % 10_000}x${k}`;
+    const ip = (...a) => execFileSync('ip', a);
+    ip('netns', 'add', pod.ns);
+    ip('link', 'add', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.ns);
+    ip('addr', 'add', `198.18.${k}.1/30`, 'dev', host);
+    ip('link', 'set', host, 'up');
+    ip('-n', pod.ns, 'addr', 'add', `${pod.ip}/30`, 'dev', 'eth0');
+    ip('-n', pod.ns, 'link', 'set', 'eth0', 'up');
+    ip('-n', pod.ns, 'link', 'set', 'lo', 'up');
+    pod.removeSandbox = () => spawnSync('ip', ['netns', 'del', pod.ns]);
+  } else {
+    pod.ip = '127.0.0.1';
+    pod.appPort = APP_PORT + 10 * k;
+    pod.sidecarPort = SIDECAR_PORT + 10 * k;
+    pod.removeSandbox = () => undefined;
+  }
+  scenarioCleanups.push(() => {
+    for (const p of Object.values(pod.procs)) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    pod.removeSandbox();
+  });
+  return pod;
+}
+
+function startInPod(pod, role, command, env = {}) {
+  const argv = pod.ns ? ['ip', 'netns', 'exec', pod.ns, ...command] : command;
+  const log = createWriteStream(join(work, `${pod.scenario}-${pod.name}-${role}.log`));
+  const child = spawn(argv[0], argv.slice(1), { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  child.exited = new Promise((r) => child.once('exit', () => r(now())));
+  pod.procs[role] = child;
+  return child;
+}
+
+async function startPod(pod) {
+  startInPod(pod, 'app', [process.execPath, join(ROOT, 'drill/app.mjs'), String(pod.appPort), pod.name]);
+  startInPod(pod, 'sidecar', [SIDECAR], {
+    DRAIN_PORT: String(pod.sidecarPort),
+    DRAIN_APP_PORTS: String(pod.appPort),
+    DRAIN_GRACE_PERIOD_SECONDS: String(variant.grace),
+    DRAIN_DEFAULT_SLEEP_SECONDS: String(Math.min(20, variant.grace - 5)),
+    DRAIN_MAX_SLEEP_SECONDS: String(variant.grace - 2),
+    DRAIN_POLL_SECONDS: '0.1',
+    DRAIN_FINAL_SCRAPE_SECONDS: '5',
+  });
+  await waitFor(`${pod.name} to serve`, async () => (await httpGet(pod.ip, pod.appPort, '/')).status === 200);
+  await waitFor(`${pod.name}'s sidecar`, async () => (await httpGet(pod.ip, pod.sidecarPort, '/healthz')).status === 200);
+}
+
+// ---- HTTP --------------------------------------------------------------------------------------------------------
+
+const clientAgent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+/** One GET; resolves with the status, or with the error code instead of rejecting. */
+function httpGet(host, port, path, { headers = {}, agent = false, timeoutMs = 3000 } = {}) {
+  return new Promise((resolve) => {
+    const req = request({ host, port, path, headers, agent }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => {
+        body += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
+    req.on('error', (err) => resolve({ status: 0, error: err.code ?? err.message }));
+    req.end();
+  });
+}
+
+async function waitFor(what, check, ms = 15_000) {
+  const end = now() + ms;
+  while (now() < end) {
+    if (await check().catch(() => false)) return;
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+// ---- the load balancer -----------------------------------------------------------------------------------------
+
+const nginxDir = join(work, 'nginx');
+function nginxConfig(pods) {
+  // Pooled keep-alive connections to the pods, as cloud load balancers keep them; no retry on another pod and no
+  // passive health check, so an error reaches the client as it did in the field report.
+  const servers = pods.map((p) => `    server ${p.ip}:${p.appPort} max_fails=0;`).join('\n');
+  writeFileSync(
+    join(nginxDir, 'nginx.conf'),
+    `${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_processes 1;
+pid ${nginxDir}/nginx.pid;
+error_log ${nginxDir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${nginxDir}/tmp/body;
+  proxy_temp_path ${nginxDir}/tmp/proxy;
+  fastcgi_temp_path ${nginxDir}/tmp/fastcgi;
+  uwsgi_temp_path ${nginxDir}/tmp/uwsgi;
+  scgi_temp_path ${nginxDir}/tmp/scgi;
+  upstream pods {
+${servers}
+    keepalive 16;
+  }
+  server {
+    listen 127.0.0.1:${LB_PORT};
+    location / {
+      proxy_pass http://pods;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_next_upstream off;
+      proxy_connect_timeout 1s;
+      proxy_read_timeout 3s;
+    }
+  }
+}
+`,
+  );
+}
+
+async function startNginx(pods) {
+  mkdirSync(join(nginxDir, 'tmp'), { recursive: true });
+  nginxConfig(pods);
+  const nginx = spawn('nginx', ['-p', nginxDir, '-c', join(nginxDir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: 'inherit' });
+  scenarioCleanups.push(() => nginx.kill('SIGKILL'));
+  await waitFor('nginx', async () => (await httpGet('127.0.0.1', LB_PORT, '/')).status === 200);
+  return {
+    drop: (pods) => {
+      nginxConfig(pods);
+      execFileSync('nginx', ['-p', nginxDir, '-c', join(nginxDir, 'nginx.conf'), '-s', 'reload'], { stdio: 'ignore' });
+    },
+    stop: () =>
+      new Promise((r) => {
+        nginx.once('exit', r);
+        nginx.kill('SIGQUIT');
+      }),
+  };
+}
+
+// ---- Prometheus ----------------------------------------------------------------------------------------------------
+
+const promDir = join(work, 'prometheus');
+async function startPrometheus() {
+  mkdirSync(promDir, { recursive: true });
+  writeFileSync(join(promDir, 'targets.json'), '[]');
+  writeFileSync(
+    join(promDir, 'prometheus.yml'),
+    `global: { scrape_interval: 1s, scrape_timeout: 900ms }
+scrape_configs:
+  - job_name: drain-sidecar
+    file_sd_configs: [{ files: ['${promDir}/targets.json'], refresh_interval: 1s }]
+`,
+  );
+  const prom = spawn(
+    'prometheus',
+    [
+      `--config.file=${promDir}/prometheus.yml`,
+      `--storage.tsdb.path=${promDir}/data`,
+      `--web.listen-address=127.0.0.1:${PROM_PORT}`,
+      '--log.level=warn',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  prom.stderr.pipe(createWriteStream(join(promDir, 'prometheus.log')));
+  cleanups.push(() => prom.kill('SIGKILL'));
+  await waitFor('Prometheus', async () => (await httpGet('127.0.0.1', PROM_PORT, '/-/ready')).status === 200, 30_000);
+}
+
+function scrapeTargets(pods) {
+  const groups = pods.map((p) => ({ targets: [`${p.ip}:${p.sidecarPort}`], labels: { scenario: p.scenario, pod: p.name } }));
+  writeFileSync(join(promDir, 'targets.json'), JSON.stringify(groups));
+}
+
+/** The latest value of a PromQL expression over the last 10 minutes, or null. */
+async function promValue(expr) {
+  const path = `/api/v1/query?query=${encodeURIComponent(`last_over_time((${expr})[10m:1s])`)}`;
+  const { status, body } = await httpGet('127.0.0.1', PROM_PORT, path);
+  if (status !== 200) return null;
+  const result = JSON.parse(body).data.result;
+  return result.length ? Number(result[0].value[1]) : null;
+}
+
+// ---- the client ------------------------------------------------------------------------------------------------
+
+/** Sends variant.rate requests a second through nginx and records each result with the time it was sent. */
+function startClient() {
+  const results = [];
+  let stopped = false;
+  const loop = (async () => {
+    const interval = 1000 / variant.rate;
+    let next = now();
+    while (!stopped) {
+      const sentAt = now();
+      void httpGet('127.0.0.1', LB_PORT, '/', { agent: clientAgent, timeoutMs: 5000 }).then((r) =>
+        results.push({ sentAt, kind: classify(r), pod: r.body?.trim() }),
+      );
+      next += interval;
+      await sleep(Math.max(0, next - now()));
+    }
+  })();
+  return {
+    results,
+    stop: async () => {
+      stopped = true;
+      await loop;
+      // Let the last requests finish or time out.
+      await sleep(5500);
+    },
+  };
+}
+
+/** nginx answers 502 when the pod refuses or is unreachable, 504 when it does not answer in time. */
+function classify({ status, error }) {
+  if (status === 200) return 'ok';
+  if (status === 502) return 'refused/unreachable (502)';
+  if (status === 504) return 'timeout (504)';
+  return status ? `http ${status}` : `client ${error}`;
+}
+
+// ---- the kubelet ---------------------------------------------------------------------------------------------------
+
+/** Resolves true if the process exits within ms. */
+const exitsWithin = (proc, ms) => Promise.race([proc.exited.then(() => true), sleep(ms).then(() => false)]);
+
+/** Deletes a pod as the kubelet does (DESIGN section 3); returns the timeline, in seconds from t0. */
+async function deletePod(pod, scenario, t0) {
+  const graceMs = variant.grace * 1000;
+  const at = () => (now() - t0) / 1000;
+  const timeline = {};
+  // A regular sidecar has no preStop hook: it gets SIGTERM at once, while the app's hook is starting.
+  if (scenario.order === 'regular') pod.procs.sidecar.kill('SIGTERM');
+  if (scenario.hook) {
+    // The kubelet's httpGet: URL from the path, its User-Agent, waits up to the grace period, ignores the status.
+    const answer = await httpGet(pod.ip, pod.sidecarPort, scenario.hook, {
+      headers: { 'User-Agent': KUBELET_UA, Accept: '*/*' },
+      timeoutMs: graceMs,
+    });
+    timeline.hookSeconds = at();
+    timeline.hookAnswer = answer.body ? JSON.parse(answer.body) : answer.error;
+  }
+  const hookMs = now() - t0;
+  pod.procs.app.kill('SIGTERM');
+  if (!(await exitsWithin(pod.procs.app, Math.max(graceMs - hookMs, 2000)))) pod.procs.app.kill('SIGKILL');
+  timeline.appExitSeconds = ((await pod.procs.app.exited) - t0) / 1000;
+  // A native sidecar gets SIGTERM only after every app container has exited; everything is killed at the grace end.
+  if (scenario.order === 'native') pod.procs.sidecar.kill('SIGTERM');
+  if (!(await exitsWithin(pod.procs.sidecar, Math.max(graceMs - (now() - t0), 2000)))) pod.procs.sidecar.kill('SIGKILL');
+  const sidecarExit = await pod.procs.sidecar.exited;
+  timeline.sidecarExitSeconds = (sidecarExit - t0) / 1000;
+  timeline.sidecarExitCode = pod.procs.sidecar.exitCode;
+  timeline.terminationSeconds = at();
+  // The pod sandbox goes: connections to its address now time out or find no route.
+  pod.removeSandbox();
+  return timeline;
+}
+
+// ---- a scenario ----------------------------------------------------------------------------------------------------
+
+async function runScenario(id, scenario) {
+  scenarioCleanups = [];
+  const old = createPod('old', id);
+  const fresh = createPod('new', id);
+  await Promise.all([startPod(old), startPod(fresh)]);
+  scrapeTargets([old, fresh]);
+  const lb = await startNginx([old, fresh]);
+  await waitFor('the first scrapes', async () => (await promValue(`up{scenario="${id}",pod="old"}`)) === 1, 20_000);
+
+  const client = startClient();
+  await sleep(variant.before * 1000);
+  const t0 = now();
+  // The endpoint change reaches the load balancer only after the propagation delay D.
+  const propagated = sleep(D * 1000).then(() => lb.drop([fresh]));
+  const timeline = await deletePod(old, scenario, t0);
+  await propagated;
+  await sleep(variant.after * 1000);
+  await client.stop();
+
+  const q = (metric) => promValue(`sum(${metric}{scenario="${id}",pod="old"})`);
+  const sidecar = {
+    drainSeconds: await q('drain_sidecar_drain_duration_seconds_sum'),
+    drainEpisodes: await q('drain_sidecar_drain_duration_seconds_count'),
+    lateConnections: await q('drain_sidecar_late_connections_total'),
+    // Observed once per episode that had late connections; none: no figure.
+    lastArrivalSeconds: (await q('drain_sidecar_last_arrival_seconds_count'))
+      ? await q('drain_sidecar_last_arrival_seconds_sum')
+      : null,
+    refusedEstimate: await q('drain_sidecar_refused_connections_estimate_total'),
+    hookCalls: await q('drain_sidecar_hook_calls_total'),
+  };
+  await lb.stop();
+  for (const c of scenarioCleanups.splice(0)) c();
+
+  const results = client.results.map((r) => ({ ...r, t: (r.sentAt - t0) / 1000 })).sort((x, y) => x.t - y.t);
+  const errors = {};
+  for (const r of results) if (r.kind !== 'ok') errors[r.kind] = (errors[r.kind] ?? 0) + 1;
+  // What the sidecar could have counted: refusals between the app's exit and the sidecar's.
+  const refusedWhileSidecarAlive = results.filter(
+    (r) => r.kind.startsWith('refused') && r.t >= timeline.appExitSeconds && r.t <= timeline.sidecarExitSeconds,
+  ).length;
+  return {
+    id,
+    title: scenario.title,
+    order: scenario.order,
+    requests: results.length,
+    ok: results.filter((r) => r.kind === 'ok').length,
+    errors,
+    errorCount: results.length - results.filter((r) => r.kind === 'ok').length,
+    firstError: results.find((r) => r.kind !== 'ok')?.t ?? null,
+    lastError: results.findLast((r) => r.kind !== 'ok')?.t ?? null,
+    refusedWhileSidecarAlive,
+    ...timeline,
+    sidecar,
+  };
+}
+
+// ---- output --------------------------------------------------------------------------------------------------------
+
+const fmt = (n, digits = 1) => (n === null || n === undefined ? '-' : Number.isInteger(n) ? String(n) : n.toFixed(digits));
+function markdown(rows) {
+  const head = [
+    'scenario',
+    'requests',
+    'errors',
+    'errors by kind',
+    'hook returned (s)',
+    'app exited (s)',
+    'termination (s)',
+    'sidecar: drain (s)',
+    'late conns',
+    'last arrival (s)',
+    'refused (estimate)',
+    'client refused while sidecar alive',
+  ];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  for (const r of rows) {
+    if (r.unavailable) {
+      lines.push(`| (${r.id}) ${r.title} | ${r.unavailable} |${' |'.repeat(head.length - 2)}`);
+      continue;
+    }
+    const kinds =
+      Object.entries(r.errors)
+        .map(([k, n]) => `${n} ${k}`)
+        .join(', ') || '-';
+    lines.push(
+      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main() {
+  if (!isolated)
+    console.log(
+      'not root or no `ip`: pods share the loopback network (ports differ); refused estimates include every reset on the machine',
+    );
+  console.log(
+    `drill (${variant.name}): D=${D}s propagation delay, grace ${variant.grace}s, ${variant.rate} requests/s through nginx; pods ${isolated ? 'in their own network namespaces (198.18.0.0/15)' : 'on loopback ports'}`,
+  );
+  await startPrometheus();
+  const rows = [];
+  for (const id of opts.scenarios.split(',')) {
+    const scenario = SCENARIOS[id];
+    if (!scenario) throw new Error(`unknown scenario ${id}; known: ${Object.keys(SCENARIOS).join(', ')}`);
+    if (scenario.unavailable) {
+      rows.push({ id, title: scenario.title, unavailable: scenario.unavailable });
+      continue;
+    }
+    const row = await runScenario(id, scenario);
+    rows.push(row);
+    console.log(
+      `(${id}) ${row.title}: ${row.requests} requests, ${row.errorCount} errors, termination ${fmt(row.terminationSeconds)} s`,
+    );
+  }
+  const table = markdown(rows);
+  console.log(`\n${table}\n`);
+  mkdirSync(opts.out, { recursive: true });
+  const report = { variant: { ...variant, isolated }, scenarios: rows };
+  writeFileSync(join(opts.out, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(
+    join(opts.out, 'latest.md'),
+    `Drill (${variant.name}, D=${D}s, grace ${variant.grace}s, ${variant.rate} req/s)\n\n${table}\n`,
+  );
+  console.log(`written: ${join(opts.out, 'latest.json')}, latest.md; logs in ${work}`);
+}
+
+try {
+  await main();
+} finally {
+  for (const c of [...scenarioCleanups, ...cleanups]) c();
+  if (!process.env.DRILL_KEEP_LOGS) rmSync(work, { recursive: true, force: true });
+}
+// Keep-alive sockets to nginx would otherwise hold the process open.
+clientAgent.destroy();

@@ -1,0 +1,61 @@
+// The termination drill's short variant (npm run drill): real nginx, real Prometheus, the built executable, pods in
+// their own network namespaces. The field report must reproduce without a hook, and vanish with one.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const canRun = process.getuid?.() === 0 && ['nginx', 'prometheus', 'ip'].every((cmd) => spawnSync('which', [cmd]).status === 0);
+
+interface Row {
+  id: string;
+  errorCount: number;
+  errors: Record<string, number>;
+  terminationSeconds: number;
+  refusedWhileSidecarAlive: number;
+  sidecarExitCode: number;
+  sidecar: { refusedEstimate: number | null; hookCalls: number | null; drainEpisodes: number | null };
+}
+
+describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (short)', () => {
+  let rows: Record<string, Row> = {};
+  beforeAll(() => {
+    const out = mkdtempSync(join(tmpdir(), 'drill-'));
+    execFileSync(process.execPath, ['drill/run.mjs', '--scenarios', 'a,b,c,e', '--out', out], {
+      cwd: ROOT,
+      stdio: 'inherit',
+      timeout: 300_000,
+    });
+    const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { scenarios: Row[] };
+    rows = Object.fromEntries(report.scenarios.map((r) => [r.id, r]));
+  }, 320_000);
+
+  it('(a) without a hook, reproduces the refused requests of the field report', () => {
+    expect(rows.a?.errorCount).toBeGreaterThan(0);
+    expect(rows.a?.errors['refused/unreachable (502)']).toBeGreaterThan(0);
+  });
+
+  it('(b) with /sleep longer than the propagation delay, loses nothing', () => {
+    expect(rows.b?.errorCount).toBe(0);
+    expect(rows.b?.sidecar.hookCalls).toBe(1);
+  });
+
+  it('(c) with /drain, loses nothing and terminates sooner than (b)', () => {
+    expect(rows.c?.errorCount).toBe(0);
+    expect(rows.c?.terminationSeconds).toBeLessThan(rows.b?.terminationSeconds ?? 0);
+  });
+
+  it('(e) with a sleep shorter than the delay, counts in Prometheus the refusals the client saw while it was alive', () => {
+    const row = rows.e as Row;
+    expect(row.errorCount).toBeGreaterThan(0);
+    // Resets are read every 0.1 s; a refusal in flight at the sidecar's last read may fall either side.
+    expect(row.sidecar.refusedEstimate).toBeGreaterThanOrEqual(row.refusedWhileSidecarAlive - 2);
+    expect(row.sidecar.refusedEstimate).toBeLessThanOrEqual(row.refusedWhileSidecarAlive + 2);
+  });
+
+  it('ends every sidecar with exit 0', () => {
+    for (const row of Object.values(rows)) expect(row.sidecarExitCode).toBe(0);
+  });
+});
