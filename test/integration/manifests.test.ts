@@ -1,0 +1,195 @@
+// The Kubernetes manifests under k8s/: valid against the schemas of a current Kubernetes release and of the custom
+// resources, rendered by kustomize as users render them, and consistent with the sidecar's own configuration.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import { GCPBackendPolicy, HealthCheckPolicy } from '@kubernetes-models/gke/networking.gke.io/v1';
+import { Gateway, HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1';
+import { PodMonitor, PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
+import { Deployment } from 'kubernetes-models/apps/v1';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import { Service } from 'kubernetes-models/v1';
+import { describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { parseConfig } from '../../src/config.js';
+import { METRIC_SPECS } from '../../src/metrics.js';
+
+const K8S = resolve(import.meta.dirname, '../../k8s');
+type Manifest = { apiVersion: string; kind: string; metadata?: { name?: string }; [k: string]: unknown };
+
+const MODELS: Record<string, new (data: never) => { validate(): void }> = {
+  'apps/v1/Deployment': Deployment,
+  'v1/Service': Service,
+  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
+  'gateway.networking.k8s.io/v1/Gateway': Gateway,
+  'gateway.networking.k8s.io/v1/HTTPRoute': HTTPRoute,
+  'networking.gke.io/v1/HealthCheckPolicy': HealthCheckPolicy,
+  'networking.gke.io/v1/GCPBackendPolicy': GCPBackendPolicy,
+  'monitoring.coreos.com/v1/PodMonitor': PodMonitor,
+  'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
+};
+
+function validate(m: Manifest): void {
+  const Model = MODELS[`${m.apiVersion}/${m.kind}`];
+  if (!Model) throw new Error(`no schema for ${m.apiVersion} ${m.kind}`);
+  new Model(m as never).validate();
+}
+
+const parse = (text: string) => parseAllDocuments(text).map((d) => d.toJS() as Manifest).filter(Boolean);
+const kustomize = (dir: string) => parse(execFileSync('kubectl', ['kustomize', join(K8S, dir)], { encoding: 'utf8' }));
+
+/** Every manifest file: YAML under k8s/ but kustomizations and the component's patch (a fragment by design). */
+function manifestFiles(dir = K8S): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) return manifestFiles(path);
+    const skip = e.name === 'kustomization.yaml' || relative(K8S, path) === 'component/sidecar.yaml';
+    return e.name.endsWith('.yaml') && !skip ? [path] : [];
+  });
+}
+
+const KUSTOMIZATIONS = ['native', 'regular', 'gke', 'gke-spot', 'component-example', 'monitoring'];
+const hasKubectl = spawnSync('kubectl', ['version', '--client']).status === 0;
+
+describe('k8s manifests', () => {
+  it.each(manifestFiles().map((f) => relative(K8S, f)))('%s is valid against its schema', (file) => {
+    const docs = parse(readFileSync(join(K8S, file), 'utf8'));
+    expect(docs.length).toBeGreaterThan(0);
+    for (const doc of docs) validate(doc);
+  });
+
+  it('rejects a manifest that breaks its schema (the validation is live)', () => {
+    const [deployment] = parse(readFileSync(join(K8S, 'native/deployment.yaml'), 'utf8')) as [Manifest];
+    const broken = structuredClone(deployment) as unknown as PodDeployment;
+    const [sidecar] = broken.spec.template.spec.initContainers ?? [];
+    Object.assign(sidecar ?? {}, { ports: [{ containerPort: 'drain' }] });
+    expect(() => validate(broken as unknown as Manifest)).toThrow(/containerPort must be integer/);
+  });
+});
+
+describe.skipIf(!hasKubectl && process.env.CI !== 'true')('k8s kustomizations, rendered with kubectl kustomize', () => {
+  const rendered = Object.fromEntries(KUSTOMIZATIONS.map((dir) => [dir, hasKubectl ? kustomize(dir) : []]));
+  const deployments = Object.entries(rendered).flatMap(([dir, docs]) =>
+    docs.filter((d) => d.kind === 'Deployment').map((d) => [dir, d] as const),
+  );
+
+  it.each(KUSTOMIZATIONS)('%s renders to valid manifests', (dir) => {
+    expect(rendered[dir]?.length).toBeGreaterThan(0);
+    for (const doc of rendered[dir] ?? []) validate(doc);
+  });
+
+  it('the component adds the native sidecar, the hook on the numeric port and the inputs to a plain Deployment', () => {
+    const [shop] = (rendered['component-example'] ?? []) as unknown as PodDeployment[];
+    expect(rendered['component-example']).toHaveLength(1);
+    const pod = shop?.spec.template.spec;
+    expect(pod?.initContainers?.map((c) => [c.name, c.restartPolicy])).toEqual([['drain-sidecar', 'Always']]);
+    expect(pod?.containers.map((c) => c.lifecycle?.preStop?.httpGet)).toEqual([{ port: 9555, path: '/sleep?s=20' }]);
+    expect(pod?.initContainers?.[0]?.env).toEqual([
+      { name: 'DRAIN_GRACE_PERIOD_SECONDS', value: '30' },
+      { name: 'DRAIN_APP_PORTS', value: '3000' },
+    ]);
+    // The PodMonitor and the NetworkPolicy select the pod by this label.
+    expect(shop?.spec.template.metadata?.labels?.['drain-sidecar/enabled']).toBe('true');
+  });
+
+  it('gke-spot fits the whole termination into 25 s', () => {
+    const [, spot] = deployments.find(([dir]) => dir === 'gke-spot') ?? [];
+    const pod = (spot as unknown as PodDeployment).spec.template.spec;
+    expect(pod.terminationGracePeriodSeconds).toBe(25);
+    expect(sidecarEnv(pod).DRAIN_GRACE_PERIOD_SECONDS).toBe('25');
+  });
+
+  it.each(deployments.map(([dir, d]) => [`${dir}/${d.metadata?.name}`, d] as const))(
+    '%s: the hook calls the sidecar, fits the grace period, and the sidecar accepts its own settings',
+    (_name, deployment) => {
+      const pod = (deployment as unknown as PodDeployment).spec.template.spec;
+      const grace = pod.terminationGracePeriodSeconds ?? 30;
+      const env = sidecarEnv(pod);
+      const parsed = parseConfig(env, []);
+      expect(parsed).toMatchObject({ ok: true, warnings: [] });
+      if (parsed.ok !== true) return;
+      expect(parsed.config.gracePeriodSeconds).toBe(grace);
+      const hooks = pod.containers.map((c) => c.lifecycle?.preStop?.httpGet).filter((h) => h !== undefined);
+      expect(hooks.length).toBeGreaterThan(0);
+      for (const hook of hooks) {
+        expect(hook.port).toBe(parsed.config.port);
+        const wait = hookSeconds(hook.path, parsed.config);
+        // The app's own shutdown after the hook: at least 5 s of the grace period stay for it.
+        expect(wait + APP_SHUTDOWN_SECONDS).toBeLessThanOrEqual(grace);
+      }
+      const sidecar = [...(pod.initContainers ?? []), ...pod.containers].find((c) => c.name === 'drain-sidecar');
+      expect(sidecar?.securityContext).toMatchObject({
+        runAsNonRoot: true,
+        runAsUser: 65532,
+        readOnlyRootFilesystem: true,
+        allowPrivilegeEscalation: false,
+        capabilities: { drop: ['ALL'] },
+        seccompProfile: { type: 'RuntimeDefault' },
+      });
+    },
+  );
+});
+
+describe('k8s monitoring', () => {
+  const [rule] = parse(readFileSync(join(K8S, 'monitoring/prometheusrule.yaml'), 'utf8')) as unknown as [
+    { spec: { groups: { rules: { expr: string; record?: string }[] }[] } },
+  ];
+
+  it('passes promtool check rules', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'rules-')), 'rules.yaml');
+    writeFileSync(file, JSON.stringify({ groups: rule.spec.groups }));
+    const check = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8', timeout: 10_000 });
+    expect(check.stdout + check.stderr).toContain('SUCCESS');
+    expect(check.status).toBe(0);
+  });
+
+  it('uses only metrics the sidecar exports', () => {
+    const known = new Set(Object.values(METRIC_SPECS).map((s) => s.name));
+    const used = rule.spec.groups.flatMap((g) => g.rules.flatMap((r) => r.expr.match(/(?<![:\w])drain_sidecar_\w+/g) ?? []));
+    expect(used.length).toBeGreaterThan(0);
+    for (const name of used) expect(known).toContain(name.replace(/_(bucket|sum|count)$/, ''));
+  });
+
+  it('scrapes more often than the sidecar waits for its final scrape', () => {
+    const [monitor] = parse(readFileSync(join(K8S, 'monitoring/podmonitor.yaml'), 'utf8')) as unknown as [
+      { spec: { podMetricsEndpoints: { port: string; interval: string }[] } },
+    ];
+    const defaults = parseConfig({}, []);
+    if (defaults.ok !== true) throw new Error('defaults must parse');
+    const endpoint = monitor.spec.podMetricsEndpoints[0];
+    expect(endpoint?.port).toBe('drain');
+    expect(Number.parseInt(endpoint?.interval ?? '', 10)).toBeLessThan(defaults.config.finalScrapeSeconds);
+  });
+});
+
+const APP_SHUTDOWN_SECONDS = 5;
+
+interface Container {
+  name: string;
+  restartPolicy?: string;
+  env?: { name: string; value?: string }[];
+  lifecycle?: { preStop?: { httpGet?: { port: number | string; path: string } } };
+  securityContext?: unknown;
+}
+interface PodDeployment {
+  metadata: { labels?: Record<string, string> };
+  spec: {
+    template: {
+      metadata?: { labels?: Record<string, string> };
+      spec: { terminationGracePeriodSeconds?: number; initContainers?: Container[]; containers: Container[] };
+    };
+  };
+}
+
+function sidecarEnv(pod: PodDeployment['spec']['template']['spec']): Record<string, string> {
+  const sidecar = [...(pod.initContainers ?? []), ...pod.containers].find((c) => c.name === 'drain-sidecar');
+  return Object.fromEntries((sidecar?.env ?? []).map((e) => [e.name, e.value ?? '']));
+}
+
+/** The longest the hook can hold: s for /sleep, max for /drain, clamped as the sidecar clamps. */
+function hookSeconds(path: string, config: { defaultSleepSeconds: number; maxSleepSeconds: number }): number {
+  const url = new URL(path, 'http://pod');
+  const asked = Number(url.searchParams.get(url.pathname === '/drain' ? 'max' : 's') ?? config.defaultSleepSeconds);
+  return Math.min(asked, config.maxSleepSeconds);
+}
