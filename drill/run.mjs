@@ -6,7 +6,7 @@
 // Usage: npm run drill -- [--full] [--scenarios a,b,c,e,f] [--delay D] [--out DIR]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,8 +116,6 @@ async function startPod(pod) {
 }
 
 // ---- HTTP --------------------------------------------------------------------------------------------------------
-
-const clientAgent = new Agent({ keepAlive: true, maxSockets: 64 });
 
 /** One GET; resolves with the status, or with the error code instead of rejecting. */
 function httpGet(host, port, path, { headers = {}, agent = false, timeoutMs = 3000 } = {}) {
@@ -258,7 +256,8 @@ function startClient() {
     let next = now();
     while (!stopped) {
       const sentAt = now();
-      void httpGet('127.0.0.1', LB_PORT, '/', { agent: clientAgent, timeoutMs: 5000 }).then((r) =>
+      // A new connection per request, like the field report's curl loop: no client-side keep-alive races with reloads.
+      void httpGet('127.0.0.1', LB_PORT, '/', { timeoutMs: 5000 }).then((r) =>
         results.push({ sentAt, kind: classify(r), pod: r.body?.trim() }),
       );
       next += interval;
@@ -338,6 +337,8 @@ async function runScenario(id, scenario) {
   // The endpoint change reaches the load balancer only after the propagation delay D.
   const propagated = sleep(D * 1000).then(() => lb.drop([fresh]));
   const timeline = await deletePod(old, scenario, t0);
+  // The pod is gone: Prometheus's pod discovery drops it.
+  scrapeTargets([fresh]);
   await propagated;
   await sleep(variant.after * 1000);
   await client.stop();
@@ -415,7 +416,18 @@ function markdown(rows) {
   return lines.join('\n');
 }
 
+/**
+ * Nothing addressed to the drill's range may leave the machine: once a pod's sandbox is deleted its /30 route goes with
+ * it, and without this the default route would carry the load balancer's and Prometheus's packets off the host.
+ * A blackhole drops them, which is also what a cloud network does to a deleted pod's address: they time out.
+ */
+function containDrillRange() {
+  execFileSync('ip', ['route', 'replace', 'blackhole', '198.18.0.0/15']);
+  cleanups.push(() => spawnSync('ip', ['route', 'del', 'blackhole', '198.18.0.0/15']));
+}
+
 async function main() {
+  if (isolated) containDrillRange();
   if (!isolated)
     console.log(
       'not root or no `ip`: pods share the loopback network (ports differ); refused estimates include every reset on the machine',
@@ -453,8 +465,7 @@ async function main() {
 try {
   await main();
 } finally {
-  for (const c of [...scenarioCleanups, ...cleanups]) c();
+  // Pods and nginx first, then Prometheus, and the blackhole route last, once nothing can send to the range.
+  for (const c of [...scenarioCleanups, ...cleanups.reverse()]) c();
   if (!process.env.DRILL_KEEP_LOGS) rmSync(work, { recursive: true, force: true });
 }
-// Keep-alive sockets to nginx would otherwise hold the process open.
-clientAgent.destroy();
