@@ -13,6 +13,7 @@ import type { Connections } from './connections.js';
 import type { Drain, HoldResult, IdleRule } from './drain.js';
 import { exposition, type HookEndpoint, type Metrics } from './metrics.js';
 import { parseDrainParams, parseSleepParams } from './params.js';
+import type { DrainProxy } from './proxy.js';
 import type { Scrapes } from './shutdown.js';
 
 export class HttpError extends Error {
@@ -32,6 +33,7 @@ export interface AppDeps {
   clock: Clock;
   drain: Drain;
   connections: Connections;
+  proxy: DrainProxy | undefined;
   metrics: Metrics;
   registry: Registry;
   scrapes: Scrapes;
@@ -47,7 +49,7 @@ const sha256 = (s: string) => createHash('sha256').update(s).digest();
 type Env = { Bindings: HttpBindings };
 
 export function createApp(deps: AppDeps): Hono<Env> {
-  const { config, clock, drain, connections, metrics, registry, scrapes, log, isTerminating } = deps;
+  const { config, clock, drain, connections, proxy, metrics, registry, scrapes, log, isTerminating } = deps;
   const tokenDigest = config.hookToken ? sha256(config.hookToken) : undefined;
 
   // Kubelets before 1.26 call `//sleep?s=20`.
@@ -140,18 +142,17 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const pollMs = config.pollSeconds * 1000;
     const start = clock.now();
     const traffic = connections.traffic(start);
-    // Without a view of the app's traffic, /drain is /sleep with its min: it cannot know more.
-    const idle: IdleRule | undefined = traffic && {
-      minMs: p.minSeconds * 1000,
-      pollMs,
-      isIdle: () => {
-        const now = connections.current(pollMs);
-        const quietSince = Math.max(start, connections.lastArrivalAt);
-        return now !== undefined && now.established === 0 && clock.now() - quietSince >= p.quietSeconds * 1000;
-      },
-    };
+    const requests = proxy?.traffic(start);
+    // Proxy mode knows requests: idle is nothing in flight and no new request for quiet seconds. Passive mode knows
+    // connections: idle is none established and no new one for quiet seconds. Without either, /drain is /sleep with
+    // its min: it cannot know more.
+    const quietFor = (lastArrivalAt: number) => clock.now() - Math.max(start, lastArrivalAt) >= p.quietSeconds * 1000;
+    const isIdle = proxy
+      ? () => proxy.inFlight === 0 && quietFor(proxy.lastArrivalAt)
+      : traffic && (() => connections.current(pollMs)?.established === 0 && quietFor(connections.lastArrivalAt));
+    const idle: IdleRule | undefined = isIdle && { minMs: p.minSeconds * 1000, pollMs, isIdle };
     const plan = {
-      ms: (traffic ? p.maxSeconds : p.minSeconds) * 1000,
+      ms: (idle ? p.maxSeconds : p.minSeconds) * 1000,
       clamped: p.clamped,
       problems: p.problems,
       requested: { min: p.requested.min ?? null, max: p.requested.max ?? null, quiet: p.requested.quiet ?? null },
@@ -162,8 +163,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
       minSeconds: p.minSeconds,
       maxSeconds: p.maxSeconds,
       quietSeconds: p.quietSeconds,
-      tracking: traffic !== undefined,
+      tracking: idle !== undefined,
       ...traffic?.(),
+      ...(requests && { requests: requests() }),
     }));
   });
 
@@ -186,6 +188,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       state: isTerminating() ? 'terminating' : drain.open ? 'draining' : 'serving',
       hooksInProgress: drain.hooksInProgress,
       app: connections.available ? { ports: connections.current(config.pollSeconds * 1000)?.ports ?? [] } : null,
+      proxy: proxy ? { upstream: config.proxyUpstream, inFlight: proxy.inFlight } : null,
       episode: drain.status(),
       lastEpisode: drain.lastEpisode ?? null,
       config: redactConfig(config),

@@ -23,6 +23,13 @@ export interface Config {
   drainQuietSeconds: number;
   pollSeconds: number;
   procNetDir: string;
+  proxyListen: HostPort | undefined;
+  proxyUpstream: HostPort | undefined;
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
 }
 
 type Parser<T> = (raw: string) => T | ParseError;
@@ -72,6 +79,24 @@ const portList: Parser<number[]> = (raw) => {
 };
 
 const text: Parser<string> = (raw) => raw;
+
+/** "port" or "host:port" ("[v6]:port" for IPv6); empty means unset. */
+const hostPort =
+  (defaultHost: string | undefined): Parser<HostPort | undefined> =>
+  (raw) => {
+    if (raw.trim() === '') return undefined;
+    const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(raw.trim()) ?? /^()()(\d+)$/.exec(raw.trim());
+    const host = m?.[1] || m?.[2] || defaultHost;
+    const p = m ? integer(0, 65535)(m[3] as string) : new ParseError('');
+    // Port 0 (any free port) only where listening: tests bind the proxy that way.
+    if (!m || host === undefined || p instanceof ParseError || (p === 0 && defaultHost === undefined)) {
+      return new ParseError(defaultHost === undefined ? 'must be host:port' : 'must be a port or host:port');
+    }
+    return { host, port: p };
+  };
+
+// The proxy forwards only to the app in the same pod: any other upstream would make the sidecar an open relay.
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
 const oneOf =
   <T extends string>(values: readonly T[]): Parser<T> =>
@@ -180,6 +205,22 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     parse: text,
     help: "Where tcp, tcp6 and snmp of the pod's network namespace are read.",
   },
+  {
+    key: 'proxyListen',
+    env: 'DRAIN_PROXY_LISTEN',
+    flag: '--proxy-listen',
+    default: '',
+    parse: hostPort(''),
+    help: 'Proxy mode (opt-in): the port (or host:port) the Service targets instead of the app. Empty: no proxy.',
+  },
+  {
+    key: 'proxyUpstream',
+    env: 'DRAIN_PROXY_UPSTREAM',
+    flag: '--proxy-upstream',
+    default: '',
+    parse: hostPort(undefined),
+    help: "Proxy mode: the app's host:port on loopback, e.g. 127.0.0.1:8080. Its port is watched as an app port when DRAIN_APP_PORTS is empty.",
+  },
   { key: 'logLevel', env: 'DRAIN_LOG_LEVEL', flag: '--log-level', default: 'info', parse: oneOf(LOG_LEVELS), help: 'Log level.' },
   {
     key: 'shutdownHoldSeconds',
@@ -249,7 +290,21 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>, a
       `--default-sleep-seconds (DRAIN_DEFAULT_SLEEP_SECONDS) must not exceed --max-sleep-seconds (DRAIN_MAX_SLEEP_SECONDS): ${c.defaultSleepSeconds} > ${c.maxSleepSeconds}`,
     );
   }
+  if ((c.proxyListen === undefined) !== (c.proxyUpstream === undefined)) {
+    errors.push(
+      '--proxy-listen (DRAIN_PROXY_LISTEN) and --proxy-upstream (DRAIN_PROXY_UPSTREAM) go together: set both or neither',
+    );
+  }
+  if (c.proxyUpstream && !LOOPBACK.test(c.proxyUpstream.host)) {
+    errors.push(
+      `--proxy-upstream (DRAIN_PROXY_UPSTREAM) must be on loopback (the app in the same pod); got ${c.proxyUpstream.host}`,
+    );
+  }
+  if (c.proxyListen && c.proxyListen.port !== 0 && c.proxyListen.port === c.port) {
+    errors.push(`--proxy-listen (DRAIN_PROXY_LISTEN) must not use the sidecar's own --port ${c.port}`);
+  }
   if (errors.length > 0) return { ok: false, errors };
+  if (c.proxyUpstream && c.appPorts.length === 0) c.appPorts = [c.proxyUpstream.port];
   return { ok: true, config: c, warnings: budgetWarnings(c) };
 }
 

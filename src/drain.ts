@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { type Clock, delay } from './clock.js';
 import type { Connections, EpisodeTraffic } from './connections.js';
 import type { EndReason, HookEndpoint, HookOutcome, Metrics } from './metrics.js';
+import type { DrainProxy, RequestTraffic } from './proxy.js';
 
 export type Trigger = 'hook' | 'sigterm';
 
@@ -17,8 +18,10 @@ export interface EpisodeSummary {
   budgetSeconds: number;
   hookCalls: Partial<Record<HookOutcome, number>>;
   maxHooksInProgress: number;
-  /** What the app's traffic did; absent when connections are not watched. */
+  /** What the app's connections did; absent when they are not watched. */
   traffic?: EpisodeTraffic;
+  /** Proxy mode: what the requests did. */
+  requests?: RequestTraffic;
 }
 
 interface Episode {
@@ -30,6 +33,7 @@ interface Episode {
   hookCalls: Partial<Record<HookOutcome, number>>;
   maxHooksInProgress: number;
   traffic: (() => EpisodeTraffic) | undefined;
+  requests: (() => RequestTraffic) | undefined;
 }
 
 /** For /drain: the hold ends early, once minMs have passed and isIdle() says the app's traffic has stopped. */
@@ -64,6 +68,7 @@ export interface DrainDeps {
   log: Logger;
   gracePeriodSeconds: number;
   connections?: Connections;
+  proxy?: DrainProxy;
 }
 
 const round3 = (n: number) => Math.round(n * 1000) / 1000;
@@ -117,6 +122,7 @@ export class Drain {
       hookCalls: {},
       maxHooksInProgress: 0,
       traffic: this.#deps.connections?.traffic(now),
+      requests: this.#deps.proxy?.traffic(now),
     };
     this.#current = episode;
     this.#lastStartedAt = now;
@@ -194,6 +200,7 @@ export class Drain {
       hookCalls: episode.hookCalls,
       maxHooksInProgress: episode.maxHooksInProgress,
       ...(episode.traffic && { traffic: episode.traffic() }),
+      ...(episode.requests && { requests: episode.requests() }),
     };
     this.#current = undefined;
     this.#last = summary;
@@ -203,6 +210,8 @@ export class Drain {
       metrics.drainEndConnections.inc(summary.traffic.connectionsAtEnd);
       if (summary.traffic.lastArrivalSeconds !== null) metrics.lastArrival.observe(summary.traffic.lastArrivalSeconds);
     }
+    const lastRequest = summary.requests?.lastRequestArrivalSeconds;
+    if (lastRequest !== undefined && lastRequest !== null) metrics.lastRequestArrival.observe(lastRequest);
     const quiet = reason === 'elapsed' || reason === 'budget';
     log[quiet ? 'info' : 'warn'](summary, 'drain finished');
     this.#changed();

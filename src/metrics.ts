@@ -30,6 +30,11 @@ export type EndReason = (typeof END_REASONS)[number];
 
 // Grace periods run from a few seconds to a few minutes; the buckets resolve the 5-30 s range where sleeps are chosen.
 const DRAIN_BUCKETS = [0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30, 45, 60, 90, 120, 180, 300];
+// Proxied requests: from a millisecond to the proxy's 60 s response timeout.
+const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export const PROXY_CODES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'aborted'] as const;
+export const UPSTREAM_REASONS = ['refused', 'reset', 'timeout', 'other'] as const;
 
 interface MetricSpec {
   name: string;
@@ -119,6 +124,46 @@ export const METRIC_SPECS = {
     type: 'counter',
     help: "Estimate of connections refused during termination: TCP resets the pod's network namespace sent (/proc/net/snmp OutRsts) in poll intervals that ended with no app listener. Includes any other reset sent then.",
   },
+  proxyInFlight: {
+    name: `${METRIC_PREFIX}proxy_requests_in_flight`,
+    type: 'gauge',
+    help: 'Proxy mode: requests being forwarded to the app now.',
+  },
+  proxyRequests: {
+    name: `${METRIC_PREFIX}proxy_requests_total`,
+    type: 'counter',
+    help: 'Proxy mode: requests answered, by status class; aborted: the client went away first.',
+    labels: { code: PROXY_CODES },
+  },
+  proxyRequestDuration: {
+    name: `${METRIC_PREFIX}proxy_request_duration_seconds`,
+    type: 'histogram',
+    help: 'Proxy mode: time from a request to the end of its answer.',
+    buckets: REQUEST_BUCKETS,
+  },
+  proxyLateRequests: {
+    name: `${METRIC_PREFIX}proxy_late_requests_total`,
+    type: 'counter',
+    help: 'Proxy mode: requests that arrived after a drain began, until the sidecar exits. Exact.',
+  },
+  lastRequestArrival: {
+    name: `${METRIC_PREFIX}last_request_arrival_seconds`,
+    type: 'histogram',
+    help: 'Proxy mode: per drain episode with late requests, seconds from its start to the last request in it. How long the load balancer kept sending: choose the sleep above this.',
+    buckets: DRAIN_BUCKETS,
+  },
+  proxyRefused: {
+    name: `${METRIC_PREFIX}proxy_refused_requests_total`,
+    type: 'counter',
+    help: 'Proxy mode: requests answered 503 during termination because the app could not be reached, by why. Exact.',
+    labels: { reason: UPSTREAM_REASONS },
+  },
+  proxyUpstreamErrors: {
+    name: `${METRIC_PREFIX}proxy_upstream_errors_total`,
+    type: 'counter',
+    help: 'Proxy mode: requests answered 502 outside termination because the app could not be reached, by why.',
+    labels: { reason: UPSTREAM_REASONS },
+  },
   buildInfo: {
     name: `${METRIC_PREFIX}build_info`,
     type: 'gauge',
@@ -164,7 +209,7 @@ function create(spec: MetricSpec, registry: Registry, runtimeValues: Record<stri
     case 'gauge':
       return new Gauge({ ...config, ...(collect && { collect }) });
     case 'histogram': {
-      const histogram = new Histogram({ ...config, buckets: spec.buckets ?? DRAIN_BUCKETS });
+      const histogram = new Histogram({ ...config, buckets: spec.buckets });
       for (const labels of combos) histogram.zero(labels);
       return histogram;
     }

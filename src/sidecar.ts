@@ -9,6 +9,7 @@ import type { Config } from './config.js';
 import { Connections } from './connections.js';
 import { Drain } from './drain.js';
 import { createMetrics } from './metrics.js';
+import { DrainProxy } from './proxy.js';
 import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
 
@@ -44,14 +45,22 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     pollMs,
     inTermination,
   });
+  const proxy =
+    config.proxyUpstream &&
+    new DrainProxy({ upstream: config.proxyUpstream, clock, log: log.child({ component: 'proxy' }), metrics, inTermination });
   const drain: Drain = new Drain({
     clock,
     metrics,
     log: log.child({ component: 'drain' }),
     gracePeriodSeconds: config.gracePeriodSeconds,
     connections,
+    proxy: proxy || undefined,
   });
-  drain.onChange(() => connections.watch());
+  drain.onChange(() => {
+    connections.watch();
+    // Keep-alive clients idle on a draining pod are let go, so they reconnect to other pods.
+    if (proxy && inTermination()) proxy.drainStarted();
+  });
   const scrapes = new Scrapes();
   const shutdown = new Shutdown({
     clock,
@@ -64,6 +73,7 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     exit: (code) => {
       server.close();
       server.closeAllConnections();
+      if (proxy) proxy.close();
       exit(code);
     },
   });
@@ -72,6 +82,7 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     clock,
     drain,
     connections,
+    proxy: proxy || undefined,
     metrics,
     registry,
     scrapes,
@@ -87,7 +98,13 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     drain,
     registry,
     server,
-    start: (): Promise<AddressInfo> => listen(server, config.port, config.host),
+    proxy: proxy || undefined,
+    /** Listens on the admin port, and on the proxy port in proxy mode; resolves with the admin address. */
+    start: async (): Promise<AddressInfo> => {
+      const address = await listen(server, config.port, config.host);
+      if (proxy && config.proxyListen) await listen(proxy.server, config.proxyListen.port, config.proxyListen.host);
+      return address;
+    },
     sigterm: () => {
       shutdown.sigterm();
       connections.watch();

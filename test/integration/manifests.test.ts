@@ -4,8 +4,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import { GCPBackendPolicy, HealthCheckPolicy } from '@kubernetes-models/gke/networking.gke.io/v1';
 import { Gateway, HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1';
+import { GCPBackendPolicy, HealthCheckPolicy } from '@kubernetes-models/gke/networking.gke.io/v1';
 import { PodMonitor, PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
@@ -36,7 +36,10 @@ function validate(m: Manifest): void {
   new Model(m as never).validate();
 }
 
-const parse = (text: string) => parseAllDocuments(text).map((d) => d.toJS() as Manifest).filter(Boolean);
+const parse = (text: string) =>
+  parseAllDocuments(text)
+    .map((d) => d.toJS() as Manifest)
+    .filter(Boolean);
 const kustomize = (dir: string) => parse(execFileSync('kubectl', ['kustomize', join(K8S, dir)], { encoding: 'utf8' }));
 
 /** Every manifest file: YAML under k8s/ but kustomizations and the component's patch (a fragment by design). */

@@ -138,3 +138,53 @@ describe('redactConfig', () => {
     expect(JSON.stringify(redactConfig(result.config))).not.toContain('topsecret');
   });
 });
+
+describe('proxy configuration', () => {
+  it.each([
+    [
+      { DRAIN_PROXY_LISTEN: '8080', DRAIN_PROXY_UPSTREAM: '127.0.0.1:8081' },
+      { host: '', port: 8080 },
+      { host: '127.0.0.1', port: 8081 },
+    ],
+    [
+      { DRAIN_PROXY_LISTEN: '0.0.0.0:80', DRAIN_PROXY_UPSTREAM: 'localhost:3000' },
+      { host: '0.0.0.0', port: 80 },
+      { host: 'localhost', port: 3000 },
+    ],
+    [
+      { DRAIN_PROXY_LISTEN: '[::]:8080', DRAIN_PROXY_UPSTREAM: '[::1]:8081' },
+      { host: '::', port: 8080 },
+      { host: '::1', port: 8081 },
+    ],
+  ])('reads %j', (env, listen, upstream) => {
+    expect(parseConfig(env, [])).toMatchObject({ ok: true, config: { proxyListen: listen, proxyUpstream: upstream } });
+  });
+
+  it('is off when both are unset', () => {
+    expect(parseConfig({}, [])).toMatchObject({ ok: true, config: { proxyListen: undefined, proxyUpstream: undefined } });
+  });
+
+  it("watches the upstream's port as the app port unless app ports are given", () => {
+    const env = { DRAIN_PROXY_LISTEN: '8080', DRAIN_PROXY_UPSTREAM: '127.0.0.1:8081' };
+    expect(parseConfig(env, [])).toMatchObject({ config: { appPorts: [8081] } });
+    expect(parseConfig({ ...env, DRAIN_APP_PORTS: '9000' }, [])).toMatchObject({ config: { appPorts: [9000] } });
+  });
+
+  it.each([
+    [{ DRAIN_PROXY_LISTEN: '8080' }, 'go together: set both or neither'],
+    [
+      { DRAIN_PROXY_LISTEN: '8080', DRAIN_PROXY_UPSTREAM: '10.0.0.5:80' },
+      'must be on loopback (the app in the same pod); got 10.0.0.5',
+    ],
+    [{ DRAIN_PROXY_LISTEN: '8080', DRAIN_PROXY_UPSTREAM: '8081' }, '--proxy-upstream (DRAIN_PROXY_UPSTREAM) must be host:port'],
+    [
+      { DRAIN_PROXY_LISTEN: 'http', DRAIN_PROXY_UPSTREAM: '127.0.0.1:8081' },
+      '--proxy-listen (DRAIN_PROXY_LISTEN) must be a port or host:port',
+    ],
+    [{ DRAIN_PROXY_LISTEN: '9555', DRAIN_PROXY_UPSTREAM: '127.0.0.1:8081' }, "must not use the sidecar's own --port 9555"],
+  ])('rejects %j', (env, message) => {
+    const result = parseConfig(env, []);
+    expect(result.ok).toBe(false);
+    if (result.ok === false) expect(result.errors.join('\n')).toContain(message);
+  });
+});
