@@ -16,6 +16,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SIDECAR = join(ROOT, 'dist/drain-sidecar');
 const APP_PORT = 8080;
 const SIDECAR_PORT = 9555;
+// Proxy mode: the load balancer targets the sidecar's proxy port, which forwards to the app on loopback.
+const PROXY_PORT = 8000;
 const LB_PORT = 18_480;
 const PROM_PORT = 19_490;
 const KUBELET_UA = 'kube-lifecycle/1.34';
@@ -23,7 +25,7 @@ const KUBELET_UA = 'kube-lifecycle/1.34';
 const { values: opts } = parseArgs({
   options: {
     full: { type: 'boolean', default: false },
-    scenarios: { type: 'string', default: 'a,b,c,d,e,f' },
+    scenarios: { type: 'string', default: 'a,b,c,d,e,f,g' },
     delay: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'drill/results') },
   },
@@ -39,13 +41,19 @@ const SCENARIOS = {
   a: { title: 'no hook (the field report)', order: 'native' },
   b: { title: `/sleep?s=${D + 3} (longer than D)`, order: 'native', hook: `/sleep?s=${D + 3}` },
   c: { title: '/drain', order: 'native', hook: `/drain?min=1&max=${variant.grace - 5}&quiet=1` },
-  d: { title: 'proxy mode', unavailable: 'proxy mode is not built yet (issue 7)' },
+  d: { title: `proxy mode, /sleep?s=${D + 3}`, order: 'native', hook: `/sleep?s=${D + 3}`, proxy: true },
   e: {
     title: `/sleep?s=${Math.max(0.5, D - 1.5)} (shorter than D)`,
     order: 'native',
     hook: `/sleep?s=${Math.max(0.5, D - 1.5)}`,
   },
   f: { title: `/sleep?s=${D + 3}, regular sidecar order`, order: 'regular', hook: `/sleep?s=${D + 3}` },
+  g: {
+    title: `proxy mode, /sleep?s=${Math.max(0.5, D - 1.5)} (shorter than D)`,
+    order: 'native',
+    hook: `/sleep?s=${Math.max(0.5, D - 1.5)}`,
+    proxy: true,
+  },
 };
 
 const isolated = process.getuid?.() === 0 && spawnSync('ip', ['-V']).status === 0;
@@ -62,7 +70,7 @@ let podCount = 0;
 /** A pod: its own network namespace and address (or loopback ports), the app and the sidecar inside it. */
 function createPod(name, scenario) {
   const k = ++podCount;
-  const pod = { name, scenario, k, appPort: APP_PORT, sidecarPort: SIDECAR_PORT, procs: {} };
+  const pod = { name, scenario, k, appPort: APP_PORT, sidecarPort: SIDECAR_PORT, proxyPort: PROXY_PORT, procs: {} };
   if (isolated) {
     pod.ns = `drill-${process.pid}-${k}`;
     pod.ip = `198.18.${k}.2`;
@@ -80,6 +88,7 @@ function createPod(name, scenario) {
     pod.ip = '127.0.0.1';
     pod.appPort = APP_PORT + 10 * k;
     pod.sidecarPort = SIDECAR_PORT + 10 * k;
+    pod.proxyPort = PROXY_PORT + 10 * k;
     pod.removeSandbox = () => undefined;
   }
   scenarioCleanups.push(() => {
@@ -100,7 +109,7 @@ function startInPod(pod, role, command, env = {}) {
   return child;
 }
 
-async function startPod(pod) {
+async function startPod(pod, proxy) {
   startInPod(pod, 'app', [process.execPath, join(ROOT, 'drill/app.mjs'), String(pod.appPort), pod.name]);
   startInPod(pod, 'sidecar', [SIDECAR], {
     DRAIN_PORT: String(pod.sidecarPort),
@@ -110,9 +119,12 @@ async function startPod(pod) {
     DRAIN_MAX_SLEEP_SECONDS: String(variant.grace - 2),
     DRAIN_POLL_SECONDS: '0.1',
     DRAIN_FINAL_SCRAPE_SECONDS: '5',
+    ...(proxy && { DRAIN_PROXY_LISTEN: String(pod.proxyPort), DRAIN_PROXY_UPSTREAM: `127.0.0.1:${pod.appPort}` }),
   });
+  pod.servePort = proxy ? pod.proxyPort : pod.appPort;
   await waitFor(`${pod.name} to serve`, async () => (await httpGet(pod.ip, pod.appPort, '/')).status === 200);
   await waitFor(`${pod.name}'s sidecar`, async () => (await httpGet(pod.ip, pod.sidecarPort, '/healthz')).status === 200);
+  await waitFor(`${pod.name} to serve through its port`, async () => (await httpGet(pod.ip, pod.servePort, '/')).status === 200);
 }
 
 // ---- HTTP --------------------------------------------------------------------------------------------------------
@@ -149,7 +161,7 @@ const nginxDir = join(work, 'nginx');
 function nginxConfig(pods) {
   // Pooled keep-alive connections to the pods, as cloud load balancers keep them; no retry on another pod and no
   // passive health check, so an error reaches the client as it did in the field report.
-  const servers = pods.map((p) => `    server ${p.ip}:${p.appPort} max_fails=0;`).join('\n');
+  const servers = pods.map((p) => `    server ${p.ip}:${p.servePort} max_fails=0;`).join('\n');
   writeFileSync(
     join(nginxDir, 'nginx.conf'),
     `${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_processes 1;
@@ -280,6 +292,7 @@ function classify({ status, error }) {
   if (status === 200) return 'ok';
   if (status === 502) return 'refused/unreachable (502)';
   if (status === 504) return 'timeout (504)';
+  if (status === 503) return 'refused by the sidecar (503)';
   return status ? `http ${status}` : `client ${error}`;
 }
 
@@ -326,7 +339,7 @@ async function runScenario(id, scenario) {
   scenarioCleanups = [];
   const old = createPod('old', id);
   const fresh = createPod('new', id);
-  await Promise.all([startPod(old), startPod(fresh)]);
+  await Promise.all([startPod(old, scenario.proxy), startPod(fresh, scenario.proxy)]);
   scrapeTargets([old, fresh]);
   const lb = await startNginx([old, fresh]);
   await waitFor('the first scrapes', async () => (await promValue(`up{scenario="${id}",pod="old"}`)) === 1, 20_000);
@@ -354,6 +367,11 @@ async function runScenario(id, scenario) {
       : null,
     refusedEstimate: await q('drain_sidecar_refused_connections_estimate_total'),
     hookCalls: await q('drain_sidecar_hook_calls_total'),
+    proxyRefused: scenario.proxy ? await q('drain_sidecar_proxy_refused_requests_total') : null,
+    proxyLateRequests: scenario.proxy ? await q('drain_sidecar_proxy_late_requests_total') : null,
+    lastRequestArrivalSeconds: (await q('drain_sidecar_last_request_arrival_seconds_count'))
+      ? await q('drain_sidecar_last_request_arrival_seconds_sum')
+      : null,
   };
   await lb.stop();
   for (const c of scenarioCleanups.splice(0)) c();
@@ -376,6 +394,7 @@ async function runScenario(id, scenario) {
     firstError: results.find((r) => r.kind !== 'ok')?.t ?? null,
     lastError: results.findLast((r) => r.kind !== 'ok')?.t ?? null,
     refusedWhileSidecarAlive,
+    refusedBySidecar: results.filter((r) => r.kind.startsWith('refused by the sidecar')).length,
     ...timeline,
     sidecar,
   };
@@ -398,19 +417,19 @@ function markdown(rows) {
     'last arrival (s)',
     'refused (estimate)',
     'client refused while sidecar alive',
+    'proxy: late requests',
+    'proxy: last request (s)',
+    'proxy: refused',
+    'client 503s',
   ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
-    if (r.unavailable) {
-      lines.push(`| (${r.id}) ${r.title} | ${r.unavailable} |${' |'.repeat(head.length - 2)}`);
-      continue;
-    }
     const kinds =
       Object.entries(r.errors)
         .map(([k, n]) => `${n} ${k}`)
         .join(', ') || '-';
     lines.push(
-      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} |`,
+      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} | ${fmt(r.sidecar.proxyLateRequests)} | ${fmt(r.sidecar.lastRequestArrivalSeconds)} | ${fmt(r.sidecar.proxyRefused)} | ${r.refusedBySidecar} |`,
     );
   }
   return lines.join('\n');
@@ -450,10 +469,6 @@ async function main() {
   for (const id of opts.scenarios.split(',')) {
     const scenario = SCENARIOS[id];
     if (!scenario) throw new Error(`unknown scenario ${id}; known: ${Object.keys(SCENARIOS).join(', ')}`);
-    if (scenario.unavailable) {
-      rows.push({ id, title: scenario.title, unavailable: scenario.unavailable });
-      continue;
-    }
     const row = await runScenario(id, scenario);
     rows.push(row);
     console.log(

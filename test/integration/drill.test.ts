@@ -15,18 +15,25 @@ interface Row {
   errors: Record<string, number>;
   terminationSeconds: number;
   refusedWhileSidecarAlive: number;
+  refusedBySidecar: number;
   sidecarExitCode: number;
-  sidecar: { refusedEstimate: number | null; hookCalls: number | null; drainEpisodes: number | null };
+  sidecar: {
+    refusedEstimate: number | null;
+    hookCalls: number | null;
+    drainEpisodes: number | null;
+    proxyRefused: number | null;
+    proxyLateRequests: number | null;
+  };
 }
 
 describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (short)', () => {
   let rows: Record<string, Row> = {};
   beforeAll(() => {
     const out = mkdtempSync(join(tmpdir(), 'drill-'));
-    execFileSync(process.execPath, ['drill/run.mjs', '--scenarios', 'a,b,c,e', '--out', out], {
+    execFileSync(process.execPath, ['drill/run.mjs', '--scenarios', 'a,b,c,d,e,g', '--out', out], {
       cwd: ROOT,
       stdio: 'inherit',
-      timeout: 300_000,
+      timeout: 400_000,
     });
     const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { scenarios: Row[] };
     rows = Object.fromEntries(report.scenarios.map((r) => [r.id, r]));
@@ -53,6 +60,17 @@ describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (sh
     // Resets are read every 0.1 s; a refusal in flight at the sidecar's last read may fall either side.
     expect(row.sidecar.refusedEstimate).toBeGreaterThanOrEqual(row.refusedWhileSidecarAlive - 2);
     expect(row.sidecar.refusedEstimate).toBeLessThanOrEqual(row.refusedWhileSidecarAlive + 2);
+  });
+
+  it('(d) in proxy mode, loses nothing and counts the requests that arrived during the drain', () => {
+    expect(rows.d?.errorCount).toBe(0);
+    expect(rows.d?.sidecar.proxyLateRequests).toBeGreaterThan(0);
+  });
+
+  it('(g) in proxy mode with a sleep too short, counts exactly the 503s the client saw', () => {
+    const row = rows.g as Row;
+    expect(row.refusedBySidecar).toBeGreaterThan(0);
+    expect(row.sidecar.proxyRefused).toBe(row.refusedBySidecar);
   });
 
   it('ends every sidecar with exit 0', () => {
