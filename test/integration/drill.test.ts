@@ -37,7 +37,7 @@ describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (sh
     });
     const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { scenarios: Row[] };
     rows = Object.fromEntries(report.scenarios.map((r) => [r.id, r]));
-  }, 320_000);
+  }, 420_000);
 
   it('(a) without a hook, reproduces the refused requests of the field report', () => {
     expect(rows.a?.errorCount).toBeGreaterThan(0);
