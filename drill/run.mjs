@@ -199,7 +199,8 @@ async function startNginx(pods) {
   mkdirSync(join(nginxDir, 'tmp'), { recursive: true });
   nginxConfig(pods);
   const nginx = spawn('nginx', ['-p', nginxDir, '-c', join(nginxDir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: 'inherit' });
-  scenarioCleanups.push(() => nginx.kill('SIGKILL'));
+  // SIGTERM: the master stops its workers too (after SIGKILL they would keep the port).
+  scenarioCleanups.push(() => nginx.kill('SIGTERM'));
   await waitFor('nginx', async () => (await httpGet('127.0.0.1', LB_PORT, '/')).status === 200);
   return {
     drop: (pods) => {

@@ -45,21 +45,21 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     pollMs,
     inTermination,
   });
-  const proxy =
-    config.proxyUpstream &&
-    new DrainProxy({ upstream: config.proxyUpstream, clock, log: log.child({ component: 'proxy' }), metrics, inTermination });
+  const proxy = config.proxyUpstream
+    ? new DrainProxy({ upstream: config.proxyUpstream, clock, log: log.child({ component: 'proxy' }), metrics, inTermination })
+    : undefined;
   const drain: Drain = new Drain({
     clock,
     metrics,
     log: log.child({ component: 'drain' }),
     gracePeriodSeconds: config.gracePeriodSeconds,
     connections,
-    proxy: proxy || undefined,
+    proxy,
   });
   drain.onChange(() => {
     connections.watch();
     // Keep-alive clients idle on a draining pod are let go, so they reconnect to other pods.
-    if (proxy && inTermination()) proxy.drainStarted();
+    if (proxy && inTermination()) proxy.closeIdleConnections();
   });
   const scrapes = new Scrapes();
   const shutdown = new Shutdown({
@@ -82,7 +82,7 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     clock,
     drain,
     connections,
-    proxy: proxy || undefined,
+    proxy,
     metrics,
     registry,
     scrapes,
@@ -98,7 +98,7 @@ export function createSidecar({ config, clock, log, version, exit }: SidecarDeps
     drain,
     registry,
     server,
-    proxy: proxy || undefined,
+    proxy,
     /** Listens on the admin port, and on the proxy port in proxy mode; resolves with the admin address. */
     start: async (): Promise<AddressInfo> => {
       const address = await listen(server, config.port, config.host);

@@ -191,6 +191,9 @@ describe('proxy mode', () => {
     await vi.waitFor(async () => expect(await metric(port, 'drain_sidecar_proxy_requests_total{code="aborted"}')).toBe(1), {
       timeout: 3000,
     });
+    // The abort was the client's: not counted against the app.
+    expect(await metric(port, 'drain_sidecar_proxy_upstream_errors_total{reason="reset"}')).toBe(0);
+    expect(await metric(port, 'drain_sidecar_proxy_requests_in_flight')).toBe(0);
   });
 
   it('shows in the in-flight gauge every request a slow app holds', async () => {
