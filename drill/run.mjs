@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { writeNginxConfig } from './nginx.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SIDECAR = join(ROOT, 'dist/drain-sidecar');
@@ -161,42 +162,16 @@ const nginxDir = join(work, 'nginx');
 function nginxConfig(pods) {
   // Pooled keep-alive connections to the pods, as cloud load balancers keep them; no retry on another pod and no
   // passive health check, so an error reaches the client as it did in the field report.
-  const servers = pods.map((p) => `    server ${p.ip}:${p.servePort} max_fails=0;`).join('\n');
-  writeFileSync(
-    join(nginxDir, 'nginx.conf'),
-    `${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_processes 1;
-pid ${nginxDir}/nginx.pid;
-error_log ${nginxDir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${nginxDir}/tmp/body;
-  proxy_temp_path ${nginxDir}/tmp/proxy;
-  fastcgi_temp_path ${nginxDir}/tmp/fastcgi;
-  uwsgi_temp_path ${nginxDir}/tmp/uwsgi;
-  scgi_temp_path ${nginxDir}/tmp/scgi;
-  upstream pods {
-${servers}
-    keepalive 16;
-  }
-  server {
-    listen 127.0.0.1:${LB_PORT};
-    location / {
-      proxy_pass http://pods;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_next_upstream off;
-      proxy_connect_timeout 1s;
-      proxy_read_timeout 3s;
-    }
-  }
-}
-`,
-  );
+  return writeNginxConfig({
+    dir: nginxDir,
+    port: LB_PORT,
+    servers: pods.map((p) => `${p.ip}:${p.servePort}`),
+    serverOptions: 'max_fails=0',
+    locationExtra: '      proxy_next_upstream off;\n      proxy_connect_timeout 1s;\n      proxy_read_timeout 3s;',
+  });
 }
 
 async function startNginx(pods) {
-  mkdirSync(join(nginxDir, 'tmp'), { recursive: true });
   nginxConfig(pods);
   const nginx = spawn('nginx', ['-p', nginxDir, '-c', join(nginxDir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: 'inherit' });
   // SIGTERM: the master stops its workers too (after SIGKILL they would keep the port).

@@ -30,7 +30,8 @@ async function startProxy(upstreamPort: number, env: Record<string, string> = {}
     DRAIN_POLL_SECONDS: '0.05',
     ...env,
   });
-  const proxyPort = (sidecar.proxy?.server.address() as { port: number }).port;
+  if (!sidecar.proxy) throw new Error('proxy mode did not start');
+  const proxyPort = (sidecar.proxy.server.address() as { port: number }).port;
   return { ...sidecar, proxyPort };
 }
 
@@ -64,7 +65,7 @@ function send(
 
 /** A promise and its resolver (Promise.withResolvers is not in Node 20). */
 function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve = () => undefined as void;
+  let resolve: () => void = () => undefined;
   const promise = new Promise<void>((r) => {
     resolve = r;
   });
