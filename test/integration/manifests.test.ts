@@ -52,7 +52,7 @@ function manifestFiles(dir = K8S): string[] {
   });
 }
 
-const KUSTOMIZATIONS = ['native', 'regular', 'gke', 'gke-spot', 'component-example', 'monitoring'];
+const KUSTOMIZATIONS = ['native', 'regular', 'proxy', 'gke', 'gke-spot', 'component-example', 'monitoring'];
 const hasKubectl = spawnSync('kubectl', ['version', '--client']).status === 0;
 
 describe('k8s manifests', () => {
