@@ -154,6 +154,26 @@ describe('k8s monitoring', () => {
     for (const name of used) expect(known).toContain(name.replace(/_(bucket|sum|count)$/, ''));
   });
 
+  it('has a Grafana dashboard whose queries use only metrics the sidecar exports', () => {
+    const dashboard = JSON.parse(readFileSync(join(K8S, 'monitoring/grafana-dashboard.json'), 'utf8')) as {
+      panels: { targets: { expr: string }[] }[];
+    };
+    const known = new Set(Object.values(METRIC_SPECS).map((s) => s.name));
+    const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr));
+    const used = exprs.flatMap((e) => e.match(/(?<![:\w])drain_sidecar_\w+/g) ?? []);
+    expect(used.length).toBeGreaterThan(5);
+    for (const name of used) expect(known).toContain(name.replace(/_(bucket|sum|count)$/, ''));
+    // promtool parses each query, with Grafana's variables given values.
+    const rules = exprs.map((e, i) => ({
+      record: `dashboard:query_${i}`,
+      expr: e.replaceAll('$__rate_interval', '5m').replaceAll('$namespace', '.*'),
+    }));
+    const file = join(mkdtempSync(join(tmpdir(), 'dashboard-')), 'rules.yaml');
+    writeFileSync(file, JSON.stringify({ groups: [{ name: 'dashboard', rules }] }));
+    const check = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8', timeout: 10_000 });
+    expect(check.stdout + check.stderr).toContain('SUCCESS');
+  });
+
   it('scrapes more often than the sidecar waits for its final scrape', () => {
     const [monitor] = parse(readFileSync(join(K8S, 'monitoring/podmonitor.yaml'), 'utf8')) as unknown as [
       { spec: { podMetricsEndpoints: { port: string; interval: string }[] } },
