@@ -38,6 +38,7 @@ async function main(): Promise<void> {
     clock: systemClock,
     log,
     version: pkg.version,
+    nodeVersion: process.version,
     exit: (code) => {
       log.info({ code }, 'exiting');
       process.exit(code);

@@ -18,16 +18,17 @@ export interface SidecarDeps {
   clock: Clock;
   log: Logger;
   version: string;
+  nodeVersion: string;
   /** Called once when the sidecar decides to exit; main.ts ends the process. */
   exit: (code: number) => void;
 }
 
-export function createSidecar({ config, clock, log, version, exit }: SidecarDeps) {
+export function createSidecar({ config, clock, log, version, nodeVersion, exit }: SidecarDeps) {
   const pollMs = config.pollSeconds * 1000;
   const registry = new Registry();
   const metrics = createMetrics(registry, {
     version,
-    nodeVersion: process.version,
+    nodeVersion,
     appPorts: config.appPorts,
     snapshot: () => connections.current(pollMs),
   });
