@@ -17,7 +17,14 @@ export async function startSidecar(env: Record<string, string> = {}) {
   if (parsed.ok !== true) throw new Error(JSON.stringify(parsed));
   const { log, lines } = testWiring();
   const exit = vi.fn();
-  const sidecar = createSidecar({ config: parsed.config, clock: systemClock, log, version: '0.0.0-test', nodeVersion: process.version, exit });
+  const sidecar = createSidecar({
+    config: parsed.config,
+    clock: systemClock,
+    log,
+    version: '0.0.0-test',
+    nodeVersion: process.version,
+    exit,
+  });
   const { port } = await sidecar.start();
   running.push({
     close: () => {
