@@ -10,7 +10,7 @@ import type { Registry } from 'prom-client';
 import type { Clock } from './clock.js';
 import { type Config, redactConfig } from './config.js';
 import type { Connections } from './connections.js';
-import type { Drain, HoldResult, IdleRule } from './drain.js';
+import type { Drain, IdleRule } from './drain.js';
 import { exposition, type HookEndpoint, type Metrics } from './metrics.js';
 import { parseDrainParams, parseSleepParams } from './params.js';
 import type { DrainProxy } from './proxy.js';
@@ -92,7 +92,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     fallback: string;
   }
 
-  const holdHook = async (c: Context<Env>, endpoint: HookEndpoint, plan: HookPlan, answer: (r: HoldResult) => object) => {
+  const holdHook = async (c: Context<Env>, endpoint: HookEndpoint, plan: HookPlan, figures: () => object) => {
     const userAgent = c.req.header('user-agent')?.slice(0, USER_AGENT_MAX);
     const hookLog = log.child({ endpoint, userAgent });
     const malformed = plan.problems.length > 0;
@@ -116,7 +116,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       heldSeconds: result.waitedSeconds,
       requested: plan.requested,
       clamped: plan.clamped,
-      ...answer(result),
+      ...figures(),
     };
     if (!malformed) return c.json(body);
     const hint = `the pod was held for ${plan.fallback} anyway; fix the hook path`;

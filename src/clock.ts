@@ -35,3 +35,9 @@ export function delay(clock: Clock, ms: number, signal?: AbortSignal): Promise<b
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** A span of monotonic milliseconds as seconds, to the millisecond: the unit of every figure in logs and answers. */
+export const toSeconds = (ms: number): number => Math.round(ms) / 1000;
+
+/** Seconds from start to at, or null when at is before start (nothing happened since). */
+export const secondsSince = (start: number, at: number): number | null => (at >= start ? toSeconds(at - start) : null);

@@ -4,7 +4,7 @@
 // app closed it first (it then lingers in TIME_WAIT, which is seen).
 
 import type { Logger } from 'pino';
-import type { Clock } from './clock.js';
+import { type Clock, secondsSince } from './clock.js';
 import type { Metrics } from './metrics.js';
 import { parseSnmpTcp, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
 
@@ -48,7 +48,6 @@ export interface ConnectionsDeps {
   inTermination: () => boolean;
 }
 
-const round3 = (n: number) => Math.round(n * 1000) / 1000;
 // Timers fire late under load; a read this much past two poll intervals still counts as the previous one.
 const STALE_SLACK_MS = 250;
 
@@ -100,12 +99,11 @@ export class Connections {
     const lateAtStart = this.#lateTotal;
     return () => {
       const atEnd = this.current() ?? atStart;
-      const arrived = this.#lastArrivalAt >= startedAt;
       return {
         connectionsAtStart: atStart.established,
         connectionsAtEnd: atEnd.established,
         lateArrivals: this.#lateTotal - lateAtStart,
-        lastArrivalSeconds: arrived ? round3((this.#lastArrivalAt - startedAt) / 1000) : null,
+        lastArrivalSeconds: secondsSince(startedAt, this.#lastArrivalAt),
       };
     };
   }

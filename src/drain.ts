@@ -2,7 +2,7 @@
 // and closes when the last hook call in it returns; every wait in it is capped by the grace budget that began with it.
 
 import type { Logger } from 'pino';
-import { type Clock, delay } from './clock.js';
+import { type Clock, delay, toSeconds } from './clock.js';
 import type { Connections, EpisodeTraffic } from './connections.js';
 import type { EndReason, HookEndpoint, HookOutcome, Metrics } from './metrics.js';
 import type { DrainProxy, RequestTraffic } from './proxy.js';
@@ -70,8 +70,6 @@ export interface DrainDeps {
   connections?: Connections;
   proxy?: DrainProxy;
 }
-
-const round3 = (n: number) => Math.round(n * 1000) / 1000;
 
 export class Drain {
   #current: Episode | undefined;
@@ -148,7 +146,7 @@ export class Drain {
 
     const start = clock.now();
     const reason = await this.#wait(req, episode.budgetEndsAt - start);
-    const waitedSeconds = round3((clock.now() - start) / 1000);
+    const waitedSeconds = toSeconds(clock.now() - start);
     const outcome: HookOutcome =
       reason === 'caller_gone' ? 'caller_gone' : req.malformed ? 'malformed' : req.clamped ? 'clamped' : 'ok';
     episode.hookCalls[outcome] = (episode.hookCalls[outcome] ?? 0) + 1;
@@ -194,7 +192,7 @@ export class Drain {
       episode: episode.id,
       trigger: episode.trigger,
       startedAt: episode.startedAtWall.toISOString(),
-      durationSeconds: round3((now - episode.startedAt) / 1000),
+      durationSeconds: toSeconds(now - episode.startedAt),
       reason,
       budgetSeconds: gracePeriodSeconds,
       hookCalls: episode.hookCalls,
@@ -227,8 +225,8 @@ export class Drain {
       episode: episode.id,
       trigger: episode.trigger,
       startedAt: episode.startedAtWall.toISOString(),
-      elapsedSeconds: round3((now - episode.startedAt) / 1000),
-      budgetRemainingSeconds: round3(Math.max(0, episode.budgetEndsAt - now) / 1000),
+      elapsedSeconds: toSeconds(now - episode.startedAt),
+      budgetRemainingSeconds: toSeconds(Math.max(0, episode.budgetEndsAt - now)),
       hookCalls: episode.hookCalls,
     };
   }

@@ -14,7 +14,7 @@ import {
 } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { Clock } from './clock.js';
+import { type Clock, secondsSince } from './clock.js';
 import type { Metrics } from './metrics.js';
 
 export interface ProxyDeps {
@@ -55,8 +55,6 @@ const RESPONSE_TIMEOUT_MS = 60_000;
 // Keep-alive sockets to the app: enough for a busy pod, a bound all the same.
 const MAX_UPSTREAM_SOCKETS = 512;
 const RETRY_AFTER_SECONDS = '1';
-
-const round3 = (n: number) => Math.round(n * 1000) / 1000;
 
 function forwardable(headers: IncomingHttpHeaders): Record<string, string | string[]> {
   const listed = new Set(
@@ -118,7 +116,7 @@ export class DrainProxy {
       inFlightAtStart,
       inFlightAtEnd: this.#inFlight,
       lateRequests: this.#lateTotal - lateAtStart,
-      lastRequestArrivalSeconds: this.#lastArrivalAt >= startedAt ? round3((this.#lastArrivalAt - startedAt) / 1000) : null,
+      lastRequestArrivalSeconds: secondsSince(startedAt, this.#lastArrivalAt),
       refused: this.#refusedTotal - refusedAtStart,
     });
   }
