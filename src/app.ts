@@ -143,13 +143,13 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const start = clock.now();
     const traffic = connections.traffic(start);
     const requests = proxy?.traffic(start);
-    // Proxy mode knows requests: idle is nothing in flight and no new request for quiet seconds. Passive mode knows
-    // connections: idle is none established and no new one for quiet seconds. Without either, /drain is /sleep with
-    // its min: it cannot know more.
+    // Idle: nothing in flight and nothing arrived for quiet seconds. Proxy mode knows requests; passive mode knows when
+    // each connection last received payload (sock_diag), or on the /proc/net fallback only connections, so there idle
+    // needs none established. Without either, /drain is /sleep with its min: it cannot know more.
     const quietFor = (lastArrivalAt: number) => clock.now() - Math.max(start, lastArrivalAt) >= p.quietSeconds * 1000;
     const isIdle = proxy
       ? () => proxy.inFlight === 0 && quietFor(proxy.lastArrivalAt)
-      : traffic && (() => connections.current(pollMs)?.established === 0 && quietFor(connections.lastArrivalAt));
+      : traffic && (() => !connections.busy() && quietFor(connections.lastArrivalAt));
     const idle: IdleRule | undefined = isIdle && { minMs: p.minSeconds * 1000, pollMs, isIdle };
     const plan = {
       ms: (idle ? p.maxSeconds : p.minSeconds) * 1000,
@@ -183,17 +183,18 @@ export function createApp(deps: AppDeps): Hono<Env> {
     return c.body(body, 200, { 'Content-Type': contentType });
   });
 
-  app.get('/status', (c) =>
-    c.json({
+  app.get('/status', (c) => {
+    const snapshot = connections.current(config.pollSeconds * 1000);
+    return c.json({
       state: isTerminating() ? 'terminating' : drain.open ? 'draining' : 'serving',
       hooksInProgress: drain.hooksInProgress,
-      app: connections.available ? { ports: connections.current(config.pollSeconds * 1000)?.ports ?? [] } : null,
+      app: snapshot ? { signal: snapshot.signal, ports: snapshot.ports } : null,
       proxy: proxy ? { upstream: config.proxyUpstream, inFlight: proxy.inFlight } : null,
       episode: drain.status(),
       lastEpisode: drain.lastEpisode ?? null,
       config: redactConfig(config),
-    }),
-  );
+    });
+  });
 
   for (const path of ROUTES) {
     app.all(path, (c) => {

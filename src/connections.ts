@@ -1,12 +1,15 @@
-// Passive watch of the app's traffic: the sidecar shares the pod's network namespace, so the kernel's socket tables show
-// the app's connections without the sidecar being in the data path. It sees connections, not requests: a request on a
-// pooled keep-alive connection is invisible, and so is a connection that opens and closes between two reads unless the
-// app closed it first (it then lingers in TIME_WAIT, which is seen).
+// Passive watch of the app's traffic: the sidecar shares the pod's network namespace, so the kernel shows the app's
+// sockets without the sidecar being in the data path. Through sock_diag (src/sockdiag.ts) each connection's tcp_info
+// tells when it last received payload, so requests on pooled keep-alive connections are seen, timed to the jiffy. Without
+// the addon, /proc/net/tcp shows connections only: a request on a pooled connection is invisible there.
+// Either way a connection that opens and closes between two reads is missed unless the app closed it first (it then
+// lingers in TIME_WAIT, which is seen).
 
 import type { Logger } from 'pino';
 import { type Clock, secondsSince } from './clock.js';
 import type { Metrics } from './metrics.js';
 import { parseSnmpTcp, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
+import { readSockDiag, type SockDiag, type TcpInfo } from './sockdiag.js';
 
 export interface PortStats {
   port: number;
@@ -17,7 +20,14 @@ export interface PortStats {
   acceptQueue: number;
   /** Connections not seen by the previous read. */
   newConnections: number;
+  /** sock_diag only: segments with payload received since the previous read (about one per request). */
+  newSegments?: number;
+  /** sock_diag only: connections that received payload more recently than they sent any (requests being answered). */
+  inFlight?: number;
 }
+
+/** Where the sockets were read: tcp_info through sock_diag, or /proc/net/tcp when the addon cannot be used. */
+export type Signal = 'sock_diag' | 'proc_net';
 
 export interface Snapshot {
   at: number;
@@ -25,6 +35,7 @@ export interface Snapshot {
   established: number;
   /** True while any app port has a listener. */
   listening: boolean;
+  signal: Signal;
 }
 
 /** What the app's traffic did during one drain episode (the `drain finished` line and the /drain answer carry it). */
@@ -32,12 +43,16 @@ export interface EpisodeTraffic {
   connectionsAtStart: number;
   connectionsAtEnd: number;
   lateArrivals: number;
-  /** Seconds from the start of the episode to the last connection that arrived in it; null when none did. */
+  /** sock_diag only: segments with payload the app ports received in it (about one per request). */
+  lateRequestsEstimate?: number;
+  /** Seconds from the start of the episode to the last inbound payload (or new connection) in it; null when none. */
   lastArrivalSeconds: number | null;
 }
 
 export interface ConnectionsDeps {
   procNetDir: string;
+  /** The native addon; undefined (or failing) means /proc/net/tcp. */
+  sockDiag: SockDiag | undefined;
   appPorts: number[];
   ownPort: number;
   clock: Clock;
@@ -50,13 +65,50 @@ export interface ConnectionsDeps {
 
 // Timers fire late under load; a read this much past two poll intervals still counts as the previous one.
 const STALE_SLACK_MS = 250;
+// Linux keeps a socket in TIME_WAIT for exactly this long (TCP_TIMEWAIT_LEN), so its remaining time tells when it closed.
+const TIME_WAIT_MS = 60_000;
+
+/** One socket on an app port, from either source. */
+interface AppSocket {
+  id: string | number;
+  localPort: number;
+  remotePort: number;
+  state: TcpState;
+  rxQueue: number;
+  expiresMs?: number;
+  info?: TcpInfo;
+}
+
+/**
+ * When a socket that changed since the previous read last heard from the client: its last payload (or its making, if
+ * none came yet) from tcp_info; for a new TIME_WAIT socket, when it closed; otherwise (/proc/net) now.
+ */
+function lastHeard(s: AppSocket, now: number): number {
+  if (s.info) return now - s.info.lastDataReceivedMs;
+  if (s.state === 'TIME_WAIT' && s.expiresMs !== undefined) return now - Math.max(0, TIME_WAIT_MS - s.expiresMs);
+  return now;
+}
+
+/**
+ * A request is being answered: the socket holds payload the app has not read, or received payload more recently than
+ * it sent any, or never sent any (its first request came within the kernel tick it was made in: the times are equal).
+ */
+function inFlight(s: AppSocket): boolean {
+  if (s.state !== 'ESTABLISHED') return false;
+  if (s.rxQueue > 0 || !s.info) return s.rxQueue > 0;
+  const { lastDataReceivedMs, lastDataSentMs, dataSegmentsIn, dataSegmentsOut } = s.info;
+  return lastDataReceivedMs < lastDataSentMs || (dataSegmentsIn > 0 && dataSegmentsOut === 0);
+}
 
 export class Connections {
-  #previous = new Set<string>();
+  /** The previous read's sockets: id to segments received. */
+  #previous = new Map<string | number, number>();
+  #sockDiag: SockDiag | undefined;
   #latest: Snapshot | undefined;
   #available: boolean;
   #lastArrivalAt = Number.NEGATIVE_INFINITY;
   #lateTotal = 0;
+  #lateSegments = 0;
   #outRsts: number | undefined;
   #polling = false;
   readonly #ports: ReadonlySet<number>;
@@ -64,6 +116,7 @@ export class Connections {
 
   constructor(deps: ConnectionsDeps) {
     this.#deps = deps;
+    this.#sockDiag = deps.sockDiag;
     this.#ports = new Set(deps.appPorts);
     this.#available = deps.appPorts.length > 0;
   }
@@ -73,7 +126,7 @@ export class Connections {
     return this.#available;
   }
 
-  /** Monotonic time of the latest connection that arrived during a termination, or -Infinity. */
+  /** Monotonic time of the latest inbound payload or connection seen during a termination, or -Infinity. */
   get lastArrivalAt(): number {
     return this.#lastArrivalAt;
   }
@@ -81,6 +134,16 @@ export class Connections {
   /** Connections that arrived during terminations, over the sidecar's life. */
   get lateTotal(): number {
     return this.#lateTotal;
+  }
+
+  /**
+   * For /drain, on a fresh read: true while a request is in flight; without tcp_info, which hides requests on pooled
+   * connections, while any connection is established.
+   */
+  busy(): boolean {
+    const snapshot = this.current();
+    if (!snapshot) return false;
+    return snapshot.ports.some((p) => (p.inFlight ?? p.established) > 0);
   }
 
   /** A snapshot no older than maxAgeMs (one read serves a whole scrape); undefined when unavailable. */
@@ -97,12 +160,14 @@ export class Connections {
     const atStart = this.current();
     if (!atStart) return undefined;
     const lateAtStart = this.#lateTotal;
+    const segmentsAtStart = this.#lateSegments;
     return () => {
       const atEnd = this.current() ?? atStart;
       return {
         connectionsAtStart: atStart.established,
         connectionsAtEnd: atEnd.established,
         lateArrivals: this.#lateTotal - lateAtStart,
+        ...(atEnd.signal === 'sock_diag' && { lateRequestsEstimate: this.#lateSegments - segmentsAtStart }),
         lastArrivalSeconds: secondsSince(startedAt, this.#lastArrivalAt),
       };
     };
@@ -123,15 +188,33 @@ export class Connections {
     tick();
   }
 
+  /** The sockets on the app ports: through sock_diag while it works, from /proc/net/tcp and tcp6 otherwise. */
+  #sockets(): { signal: Signal; sockets: AppSocket[] } {
+    const { procNetDir, appPorts, log } = this.#deps;
+    if (this.#sockDiag) {
+      try {
+        return { signal: 'sock_diag', sockets: readSockDiag(this.#sockDiag, appPorts).map((s) => ({ ...s, id: s.cookie })) };
+      } catch (err) {
+        this.#sockDiag = undefined;
+        log.warn({ err }, 'sock_diag failed; reading /proc/net/tcp, which does not see requests on pooled connections');
+      }
+    }
+    const sockets = [
+      ...parseTcpTable(readProcNet(procNetDir, 'tcp'), this.#ports),
+      ...parseTcpTable(readProcNet(procNetDir, 'tcp6'), this.#ports),
+    ];
+    return {
+      signal: 'proc_net',
+      sockets: sockets.map((s) => ({ ...s, id: `${s.localAddress} ${s.localPort} ${s.remoteAddress} ${s.remotePort}` })),
+    };
+  }
+
   #read(): Snapshot | undefined {
     const { procNetDir, appPorts, ownPort, clock, inTermination, metrics, pollMs } = this.#deps;
-    let sockets: ReturnType<typeof parseTcpTable>;
+    let read: { signal: Signal; sockets: AppSocket[] };
     let snmp: string;
     try {
-      sockets = [
-        ...parseTcpTable(readProcNet(procNetDir, 'tcp'), this.#ports),
-        ...parseTcpTable(readProcNet(procNetDir, 'tcp6'), this.#ports),
-      ];
+      read = this.#sockets();
       snmp = readProcNet(procNetDir, 'snmp');
     } catch (err) {
       this.#available = false;
@@ -140,13 +223,26 @@ export class Connections {
     }
 
     const now = clock.now();
+    const withInfo = read.signal === 'sock_diag';
     // Only a recent read tells what is new: after a pause, whatever is there now is the new baseline.
     const previous = this.#latest && now - this.#latest.at <= 2 * pollMs + STALE_SLACK_MS ? this.#latest : undefined;
     const byPort = new Map<number, PortStats>(
-      appPorts.map((port) => [port, { port, established: 0, states: {}, listening: false, acceptQueue: 0, newConnections: 0 }]),
+      appPorts.map((port) => [
+        port,
+        {
+          port,
+          established: 0,
+          states: {},
+          listening: false,
+          acceptQueue: 0,
+          newConnections: 0,
+          ...(withInfo && { newSegments: 0, inFlight: 0 }),
+        },
+      ]),
     );
-    const seen = new Set<string>();
-    for (const s of sockets) {
+    const seen = new Map<string | number, number>();
+    let heard = Number.NEGATIVE_INFINITY;
+    for (const s of read.sockets) {
       const stats = byPort.get(s.localPort) as PortStats;
       if (s.state === 'LISTEN') {
         stats.listening = true;
@@ -156,9 +252,17 @@ export class Connections {
       if (s.remotePort === ownPort) continue;
       stats.states[s.state] = (stats.states[s.state] ?? 0) + 1;
       if (s.state === 'ESTABLISHED') stats.established++;
-      const key = `${s.localAddress} ${s.localPort} ${s.remoteAddress} ${s.remotePort}`;
-      seen.add(key);
-      if (previous && !this.#previous.has(key)) stats.newConnections++;
+      const segments = s.info?.dataSegmentsIn ?? 0;
+      const before = this.#previous.get(s.id);
+      seen.set(s.id, segments);
+      const isNew = previous !== undefined && before === undefined;
+      // Payload since the previous read. A socket that lost its tcp_info since (now TIME_WAIT) is a close, not a request.
+      const received = !previous ? 0 : isNew ? segments : Math.max(0, segments - (before ?? 0));
+      if (isNew) stats.newConnections++;
+      if (stats.newSegments !== undefined) stats.newSegments += received;
+      if (stats.inFlight !== undefined && inFlight(s)) stats.inFlight++;
+      // Only a socket that changed: an unchanged one's times, rounded to the kernel's tick, could fall after a baseline.
+      if (isNew || received > 0) heard = Math.max(heard, lastHeard(s, now));
     }
     this.#previous = seen;
 
@@ -168,15 +272,18 @@ export class Connections {
       ports,
       established: ports.reduce((n, p) => n + p.established, 0),
       listening: ports.some((p) => p.listening),
+      signal: read.signal,
     };
 
     const outRsts = parseSnmpTcp(snmp, 'OutRsts');
     if (inTermination()) {
+      this.#lastArrivalAt = Math.max(this.#lastArrivalAt, heard);
       for (const p of ports) {
-        if (p.newConnections === 0) continue;
+        const port = String(p.port);
         this.#lateTotal += p.newConnections;
-        this.#lastArrivalAt = now;
-        metrics.lateConnections.inc({ port: String(p.port) }, p.newConnections);
+        metrics.lateConnections.inc({ port }, p.newConnections);
+        this.#lateSegments += p.newSegments ?? 0;
+        metrics.lateRequestsEstimate.inc({ port }, p.newSegments ?? 0);
       }
       // Resets sent since the previous read, when no app port has a listener now: mostly refused connection attempts.
       // (Waiting for two listener-less reads in a row missed the first poll interval after the app's exit, a fifth of

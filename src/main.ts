@@ -1,14 +1,32 @@
 // The only module that touches the process: arguments, environment, signals, stdout and exit.
 
-import { pino } from 'pino';
+import { dirname, join } from 'node:path';
+import { isSea } from 'node:sea';
+import { type Logger, pino } from 'pino';
 import pkg from '../package.json' with { type: 'json' };
 import { systemClock } from './clock.js';
 import { parseConfig, redactConfig, renderHelp } from './config.js';
 import { createSidecar } from './sidecar.js';
+import type { SockDiag } from './sockdiag.js';
 
 // Exit codes, as the reloaders do: 2 for configuration the user must fix, 1 for a failure at run time.
 const EXIT_CONFIG = 2;
 const EXIT_RUNTIME = 1;
+
+// The sock_diag addon ships next to the executable (or next to the bundle, for `node dist/drain-sidecar.cjs`).
+const SOCK_DIAG_FILE = 'drain-sidecar-sockdiag.node';
+
+function loadSockDiag(log: Logger): SockDiag | undefined {
+  const path = join(dirname(isSea() ? process.execPath : (process.argv[1] ?? '')), SOCK_DIAG_FILE);
+  try {
+    const module = { exports: {} as SockDiag };
+    process.dlopen(module, path);
+    return module.exports;
+  } catch (err) {
+    log.warn({ err, path }, 'no sock_diag addon; reading /proc/net/tcp, which does not see requests on pooled connections');
+    return undefined;
+  }
+}
 
 async function main(): Promise<void> {
   const result = parseConfig(process.env, process.argv.slice(2));
@@ -39,6 +57,7 @@ async function main(): Promise<void> {
     log,
     version: pkg.version,
     nodeVersion: process.version,
+    sockDiag: result.config.appPorts.length > 0 ? loadSockDiag(log) : undefined,
     exit: (code) => {
       log.info({ code }, 'exiting');
       process.exit(code);

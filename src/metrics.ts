@@ -82,7 +82,7 @@ export const METRIC_SPECS = {
   appConnections: {
     name: `${METRIC_PREFIX}app_connections`,
     type: 'gauge',
-    help: 'Established connections to the app port, read from /proc/net/tcp and tcp6 at scrape time.',
+    help: 'Established connections to the app port, read at scrape time.',
     labels: { port: [] },
   },
   appListening: {
@@ -100,18 +100,29 @@ export const METRIC_SPECS = {
   connectionTracking: {
     name: `${METRIC_PREFIX}connection_tracking`,
     type: 'gauge',
-    help: '1 while the app ports are watched through /proc/net; 0 when no app port is configured or /proc/net cannot be read.',
+    help: "1 while the app ports are watched (sock_diag or /proc/net); 0 when no app port is configured or the kernel's socket tables cannot be read.",
+  },
+  activityTracking: {
+    name: `${METRIC_PREFIX}activity_tracking`,
+    type: 'gauge',
+    help: "1 while the app's sockets are read through sock_diag, whose tcp_info shows requests on pooled keep-alive connections; 0 on the /proc/net fallback, which sees new connections only.",
   },
   lateConnections: {
     name: `${METRIC_PREFIX}late_connections_total`,
     type: 'counter',
-    help: 'New connections to the app port after a drain began, until the sidecar exits. Estimate from /proc/net polls: a connection that opened and closed between two polls is missed unless the app closed it first.',
+    help: 'New connections to the app port after a drain began, until the sidecar exits. From polls of the socket table: a connection that opened and closed between two polls is missed unless the app closed it first. Pooled keep-alive connections carry most late requests without any new connection: see late_requests_estimate_total.',
+    labels: { port: [] },
+  },
+  lateRequestsEstimate: {
+    name: `${METRIC_PREFIX}late_requests_estimate_total`,
+    type: 'counter',
+    help: 'Segments with payload the app port received after a drain began, until the sidecar exits (sock_diag tcp_info data_segs_in, so requests on pooled keep-alive connections count): about one per request; a request larger than a segment (~1.4 kB) counts more, and a connection that opened and closed between two polls is missed unless the app closed it first. Stays 0 while activity_tracking is 0.',
     labels: { port: [] },
   },
   lastArrival: {
     name: `${METRIC_PREFIX}last_arrival_seconds`,
     type: 'histogram',
-    help: 'Per drain episode with late connections: seconds from its start to the last new connection in it, to one poll interval. How long the load balancer kept opening connections: choose the sleep above this. Sees connections, not requests on pooled ones.',
+    help: "Per drain episode in which traffic reached the app: seconds from its start to the last payload received on an app port (sock_diag tcp_info last_data_recv, to the kernel's tick) or new connection. How long the load balancer kept sending: choose the sleep above this. On the /proc/net fallback (activity_tracking 0) it sees new connections only, to one poll interval.",
     buckets: DRAIN_BUCKETS,
   },
   drainEndConnections: {
@@ -241,6 +252,9 @@ function scrapeTimeGauges(snapshot: MetricSources['snapshot']): Partial<Record<k
     appAcceptQueue: perPort((p) => p.acceptQueue),
     connectionTracking: function (this: Gauge) {
       this.set(snapshot() ? 1 : 0);
+    },
+    activityTracking: function (this: Gauge) {
+      this.set(snapshot()?.signal === 'sock_diag' ? 1 : 0);
     },
   };
 }

@@ -12,6 +12,7 @@ import { createMetrics } from './metrics.js';
 import { DrainProxy } from './proxy.js';
 import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
+import type { SockDiag } from './sockdiag.js';
 
 export interface SidecarDeps {
   config: Config;
@@ -19,11 +20,13 @@ export interface SidecarDeps {
   log: Logger;
   version: string;
   nodeVersion: string;
+  /** The sock_diag addon, when it loaded; without it the app's sockets are read from /proc/net/tcp. */
+  sockDiag: SockDiag | undefined;
   /** Called once when the sidecar decides to exit; main.ts ends the process. */
   exit: (code: number) => void;
 }
 
-export function createSidecar({ config, clock, log, version, nodeVersion, exit }: SidecarDeps) {
+export function createSidecar({ config, clock, log, version, nodeVersion, sockDiag, exit }: SidecarDeps) {
   const pollMs = config.pollSeconds * 1000;
   const registry = new Registry();
   const metrics = createMetrics(registry, {
@@ -38,6 +41,7 @@ export function createSidecar({ config, clock, log, version, nodeVersion, exit }
     drain.open || shutdown.terminating || clock.now() - drain.lastStartedAt < config.gracePeriodSeconds * 1000;
   const connections: Connections = new Connections({
     procNetDir: config.procNetDir,
+    sockDiag,
     appPorts: config.appPorts,
     ownPort: config.port,
     clock,

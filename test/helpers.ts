@@ -1,9 +1,11 @@
 // Shared test wiring: real metrics on a private registry and a logger whose lines the test can read.
+import { resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { vi } from 'vitest';
 import { createMetrics } from '../src/metrics.js';
+import type { SockDiag } from '../src/sockdiag.js';
 
 export interface LogLine {
   level: number;
@@ -43,4 +45,11 @@ export function testWiring() {
 /** Fake timers that also drive performance.now(), the monotonic clock the code reads. */
 export function useFakeClock(): void {
   vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'performance', 'Date'] });
+}
+
+/** The sock_diag addon as the build made it (test/global-setup.ts builds it). */
+export function loadSockDiag(): SockDiag {
+  const module = { exports: {} as SockDiag };
+  process.dlopen(module, resolve(import.meta.dirname, '../dist/drain-sidecar-sockdiag.node'));
+  return module.exports;
 }

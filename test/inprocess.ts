@@ -3,7 +3,7 @@ import { vi } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { parseConfig } from '../src/config.js';
 import { createSidecar } from '../src/sidecar.js';
-import { testWiring } from './helpers.js';
+import { loadSockDiag, testWiring } from './helpers.js';
 
 const running: { close(): void }[] = [];
 
@@ -12,7 +12,8 @@ export function stopSidecars(): void {
   for (const s of running.splice(0)) s.close();
 }
 
-export async function startSidecar(env: Record<string, string> = {}) {
+/** With the built sock_diag addon, as the executable has it; sockDiag false: the /proc/net fallback. */
+export async function startSidecar(env: Record<string, string> = {}, { sockDiag = true } = {}) {
   const parsed = parseConfig({ DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env }, []);
   if (parsed.ok !== true) throw new Error(JSON.stringify(parsed));
   const { log, lines } = testWiring();
@@ -23,6 +24,7 @@ export async function startSidecar(env: Record<string, string> = {}) {
     log,
     version: '0.0.0-test',
     nodeVersion: process.version,
+    sockDiag: sockDiag ? loadSockDiag() : undefined,
     exit,
   });
   const { port } = await sidecar.start();

@@ -60,7 +60,8 @@ describe('passive connection tracking', () => {
     await vi.waitFor(
       async () => {
         expect((await get(port, '/status')).json().app).toEqual({
-          ports: [expect.objectContaining({ port: app.port, established: 2, listening: true })],
+          signal: 'sock_diag',
+          ports: [expect.objectContaining({ port: app.port, established: 2, listening: true, inFlight: 0 })],
         });
       },
       { timeout: 2000 },
@@ -100,9 +101,26 @@ describe('passive connection tracking', () => {
     });
   });
 
-  it('returns deadline from /drain while a connection stays open', async () => {
+  it('without the sock_diag addon, falls back to /proc/net and says so', async () => {
     const app = await startApp();
-    const { port } = await startSidecar({ ...FAST, DRAIN_APP_PORTS: String(app.port) });
+    const { port } = await startSidecar({ ...FAST, DRAIN_APP_PORTS: String(app.port) }, { sockDiag: false });
+    await connect(app.port, 2);
+    await vi.waitFor(
+      async () => {
+        expect((await get(port, '/status')).json().app).toEqual({
+          signal: 'proc_net',
+          ports: [expect.objectContaining({ port: app.port, established: 2, listening: true })],
+        });
+      },
+      { timeout: 2000 },
+    );
+    expect(await metric(port, 'drain_sidecar_connection_tracking')).toBe(1);
+    expect(await metric(port, 'drain_sidecar_activity_tracking')).toBe(0);
+  });
+
+  it('without the sock_diag addon, returns deadline from /drain while a connection stays open', async () => {
+    const app = await startApp();
+    const { port } = await startSidecar({ ...FAST, DRAIN_APP_PORTS: String(app.port) }, { sockDiag: false });
     await connect(app.port, 1);
     const answer = await within(5000, 'the /drain answer', get(port, '/drain?min=0.1&max=1&quiet=0.2'));
     expect(answer.json()).toMatchObject({ reason: 'deadline', connectionsAtEnd: 1, lateArrivals: 0, lastArrivalSeconds: null });

@@ -41,6 +41,7 @@ function setup({ appPorts = [8080], dir = mkdtempSync(join(tmpdir(), 'proc-net-'
   const termination = { active: false };
   const connections = new Connections({
     procNetDir: dir,
+    sockDiag: undefined,
     appPorts,
     ownPort: 9555,
     clock: systemClock,

@@ -1,0 +1,199 @@
+// sock_diag for drain-sidecar: the TCP sockets on the app ports with their tcp_info, from the kernel's netlink socket
+// diagnostics (what `ss -ti sport = :8080` shows). Node has no netlink socket, so this small Node-API addon opens one.
+// Unprivileged: any process may dump the sockets of its own network namespace.
+//
+// dump(ports: number[]) -> Float64Array, FIELDS numbers per socket (see the enum), IPv4 then IPv6. The kernel filters by
+// local port (bytecode), so the cost follows the app's sockets, not the whole table.
+
+#define NAPI_VERSION 8
+#include <errno.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <node_api.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+// One record per socket; -1 where the kernel gave nothing (TIME_WAIT and request sockets carry no tcp_info).
+enum {
+  F_LOCAL_PORT,
+  F_REMOTE_PORT,
+  F_STATE,        // include/net/tcp_states.h: 1 ESTABLISHED ... 10 LISTEN ... 12 NEW_SYN_RECV
+  F_COOKIE,       // the kernel's unique socket id (a counter; exact as a double far beyond any real count)
+  F_RQUEUE,       // LISTEN: connections in the accept queue; otherwise bytes received, not yet read by the app
+  F_EXPIRES_MS,   // ms until the socket's timer fires; for TIME_WAIT, until it is gone (60 s after it began)
+  F_DATA_SEGS_IN,    // tcpi_data_segs_in: segments from the peer that carried payload
+  F_DATA_SEGS_OUT,   // tcpi_data_segs_out: segments to the peer that carried payload
+  F_LAST_DATA_RECV_MS,  // tcpi_last_data_recv: ms since payload last arrived (jiffies resolution)
+  F_LAST_DATA_SENT_MS,  // tcpi_last_data_sent: ms since payload was last sent
+  FIELDS
+};
+
+#define MAX_PORTS 64
+
+struct out {
+  double *v;
+  size_t len, cap;
+};
+
+static int push(struct out *o, const double *rec) {
+  if (o->len + FIELDS > o->cap) {
+    size_t cap = o->cap ? o->cap * 2 : 1024 * FIELDS;
+    double *v = realloc(o->v, cap * sizeof(double));
+    if (!v) return -ENOMEM;
+    o->v = v;
+    o->cap = cap;
+  }
+  memcpy(o->v + o->len, rec, FIELDS * sizeof(double));
+  o->len += FIELDS;
+  return 0;
+}
+
+// Bytecode accepting a socket whose local port is one of ports, laid out as ss(8) compiles "sport = :p1 or sport = :p2":
+// per port "sport >= p" then "sport <= p"; a failed test jumps to the next port's block, a passed one falls through to a
+// JMP to the end. Landing exactly at the end accepts; landing 4 bytes past it rejects (net/ipv4/inet_diag.c). The
+// kernel's audit wants every jump target on the chain of "yes" steps, hence the JMP ops between blocks.
+static size_t port_filter(struct inet_diag_bc_op *bc, const uint16_t *ports, size_t n) {
+  const int len = (int)(20 * n - 4);
+  for (size_t i = 0; i < n; i++) {
+    struct inet_diag_bc_op *op = bc + 5 * i;
+    op[0] = (struct inet_diag_bc_op){INET_DIAG_BC_S_GE, 8, 20};
+    op[1] = (struct inet_diag_bc_op){0, 0, ports[i]};
+    op[2] = (struct inet_diag_bc_op){INET_DIAG_BC_S_LE, 8, 12};
+    op[3] = (struct inet_diag_bc_op){0, 0, ports[i]};
+    if (i < n - 1) op[4] = (struct inet_diag_bc_op){INET_DIAG_BC_JMP, 4, (uint16_t)(len - 20 * (int)i - 16)};
+  }
+  return (size_t)len;
+}
+
+// A field of a tcp_info the kernel may have sent shorter (older kernels know fewer fields); -1 when it is not there.
+#define INFO(info, len, field) \
+  (offsetof(struct tcp_info, field) + sizeof((info)->field) <= (len) ? (double)(info)->field : -1)
+
+static int dump_family(int fd, uint8_t family, const uint16_t *ports, size_t n, struct out *o) {
+  struct {
+    struct nlmsghdr nlh;
+    struct inet_diag_req_v2 req;
+    struct nlattr attr;
+    struct inet_diag_bc_op bc[5 * MAX_PORTS];
+  } msg;
+  memset(&msg, 0, sizeof msg);
+  size_t bc_len = port_filter(msg.bc, ports, n);
+  msg.attr.nla_type = INET_DIAG_REQ_BYTECODE;
+  msg.attr.nla_len = (uint16_t)(NLA_HDRLEN + bc_len);
+  msg.nlh.nlmsg_len = (uint32_t)(offsetof(__typeof__(msg), bc) + bc_len);
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.req.sdiag_family = family;
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = ~0u;
+  msg.req.idiag_ext = 1 << (INET_DIAG_INFO - 1);
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  if (sendto(fd, &msg, msg.nlh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -errno;
+
+  static _Alignas(struct nlmsghdr) char buf[64 * 1024];
+  for (;;) {
+    ssize_t got = recv(fd, buf, sizeof buf, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)got); h = NLMSG_NEXT(h, got)) {
+      if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type == NLMSG_ERROR) return ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+      const struct inet_diag_msg *m = NLMSG_DATA(h);
+      double rec[FIELDS] = {
+          [F_LOCAL_PORT] = ntohs(m->id.idiag_sport),
+          [F_REMOTE_PORT] = ntohs(m->id.idiag_dport),
+          [F_STATE] = m->idiag_state,
+          [F_COOKIE] = (double)((uint64_t)m->id.idiag_cookie[1] << 32 | m->id.idiag_cookie[0]),
+          [F_RQUEUE] = m->idiag_rqueue,
+          [F_EXPIRES_MS] = m->idiag_expires,
+          [F_DATA_SEGS_IN] = -1,
+          [F_DATA_SEGS_OUT] = -1,
+          [F_LAST_DATA_RECV_MS] = -1,
+          [F_LAST_DATA_SENT_MS] = -1,
+      };
+      int rest = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+      for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, rest); a = RTA_NEXT(a, rest)) {
+        if (a->rta_type != INET_DIAG_INFO) continue;
+        const struct tcp_info *info = RTA_DATA(a);
+        size_t len = RTA_PAYLOAD(a);
+        rec[F_DATA_SEGS_IN] = INFO(info, len, tcpi_data_segs_in);
+        rec[F_DATA_SEGS_OUT] = INFO(info, len, tcpi_data_segs_out);
+        rec[F_LAST_DATA_RECV_MS] = INFO(info, len, tcpi_last_data_recv);
+        rec[F_LAST_DATA_SENT_MS] = INFO(info, len, tcpi_last_data_sent);
+      }
+      int err = push(o, rec);
+      if (err) return err;
+    }
+  }
+}
+
+static napi_value fail(napi_env env, const char *what, int err) {
+  char text[160];
+  snprintf(text, sizeof text, "sock_diag %s: %s", what, strerror(err < 0 ? -err : err));
+  napi_throw_error(env, NULL, text);
+  return NULL;
+}
+
+static napi_value dump(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  uint32_t n = 0;
+  bool is_array = false;
+  napi_get_cb_info(env, cbinfo, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[0], &n) != napi_ok || n == 0 || n > MAX_PORTS) {
+    napi_throw_type_error(env, NULL, "dump(ports): ports must be an array of 1 to 64 port numbers");
+    return NULL;
+  }
+  uint16_t ports[MAX_PORTS];
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    uint32_t port = 0;
+    napi_get_element(env, argv[0], i, &item);
+    if (napi_get_value_uint32(env, item, &port) != napi_ok || port == 0 || port > 65535) {
+      napi_throw_range_error(env, NULL, "dump(ports): a port must be an integer from 1 to 65535");
+      return NULL;
+    }
+    ports[i] = (uint16_t)port;
+  }
+
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return fail(env, "socket", errno);
+  struct out o = {0};
+  int err = dump_family(fd, AF_INET, ports, n, &o);
+  if (!err) err = dump_family(fd, AF_INET6, ports, n, &o);
+  close(fd);
+  if (err) {
+    free(o.v);
+    return fail(env, "dump", err);
+  }
+
+  void *data;
+  napi_value buffer;
+  napi_status status = napi_create_arraybuffer(env, o.len * sizeof(double), &data, &buffer);
+  if (status == napi_ok && o.len) memcpy(data, o.v, o.len * sizeof(double));
+  free(o.v);
+  if (status != napi_ok) return fail(env, "result", ENOMEM);
+  napi_create_typedarray(env, napi_float64_array, o.len, buffer, 0, &result);
+  return result;
+}
+
+NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
+  napi_value fn, fields;
+  napi_create_function(env, "dump", NAPI_AUTO_LENGTH, dump, NULL, &fn);
+  napi_set_named_property(env, exports, "dump", fn);
+  napi_create_uint32(env, FIELDS, &fields);
+  napi_set_named_property(env, exports, "fields", fields);
+  return exports;
+}

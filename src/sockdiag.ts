@@ -1,0 +1,80 @@
+// The app's sockets with their tcp_info, from the kernel's sock_diag netlink interface through the native addon
+// native/sockdiag.c (Node has no netlink socket). Unlike /proc/net/tcp, tcp_info tells when each connection last
+// received payload, so a request on a pooled keep-alive connection is seen, to the jiffy, whenever the socket is read.
+
+import { TCP_STATES, type TcpState } from './procnet.js';
+
+/** The addon's exports. */
+export interface SockDiag {
+  /** The TCP sockets, IPv4 and IPv6, whose local port is one of ports (filtered in the kernel); `fields` numbers each. */
+  dump(ports: number[]): Float64Array;
+  fields: number;
+}
+
+/** What tcp_info says about a connection's inbound payload. */
+export interface TcpInfo {
+  dataSegmentsIn: number;
+  dataSegmentsOut: number;
+  /** Milliseconds since payload last arrived; for a connection that never received any, since it was made. */
+  lastDataReceivedMs: number;
+  lastDataSentMs: number;
+}
+
+export interface DiagSocket {
+  /** The kernel's id for the socket, unique for the life of the network namespace. */
+  cookie: number;
+  localPort: number;
+  remotePort: number;
+  state: TcpState;
+  /** For a listener, connections waiting in its accept queue; otherwise bytes received and not yet read by the app. */
+  rxQueue: number;
+  /** Milliseconds until the socket's timer fires; for TIME_WAIT, until the socket is gone. */
+  expiresMs: number;
+  /** Absent for TIME_WAIT and half-open sockets, which carry none. */
+  info: TcpInfo | undefined;
+}
+
+// The record layout of native/sockdiag.c.
+enum F {
+  LocalPort,
+  RemotePort,
+  State,
+  Cookie,
+  RxQueue,
+  ExpiresMs,
+  DataSegmentsIn,
+  DataSegmentsOut,
+  LastDataReceivedMs,
+  LastDataSentMs,
+  Count,
+}
+
+/** Reads the sockets on ports; throws what the kernel refused (the caller falls back to /proc/net). */
+export function readSockDiag(diag: SockDiag, ports: number[]): DiagSocket[] {
+  if (diag.fields !== F.Count) throw new Error(`sock_diag addon has ${diag.fields} fields per socket, expected ${F.Count}`);
+  const v = diag.dump(ports);
+  const sockets: DiagSocket[] = [];
+  for (let i = 0; i < v.length; i += F.Count) {
+    const state = TCP_STATES[(v[i + F.State] as number) - 1];
+    if (!state) continue;
+    const segments = v[i + F.DataSegmentsIn] as number;
+    sockets.push({
+      cookie: v[i + F.Cookie] as number,
+      localPort: v[i + F.LocalPort] as number,
+      remotePort: v[i + F.RemotePort] as number,
+      state,
+      rxQueue: v[i + F.RxQueue] as number,
+      expiresMs: v[i + F.ExpiresMs] as number,
+      info:
+        segments < 0
+          ? undefined
+          : {
+              dataSegmentsIn: segments,
+              dataSegmentsOut: v[i + F.DataSegmentsOut] as number,
+              lastDataReceivedMs: v[i + F.LastDataReceivedMs] as number,
+              lastDataSentMs: v[i + F.LastDataSentMs] as number,
+            },
+    });
+  }
+  return sockets;
+}
