@@ -5,9 +5,10 @@
 
 # The Node version here matches package.json "sea".nodeVersion (a test checks it).
 FROM node:24.22.3-bookworm-slim AS build
-# strip: the executable is ~18 MB smaller when the Node binary is stripped before injection.
+# strip: the executable is ~18 MB smaller when the Node binary is stripped before injection. gcc and libc6-dev: the
+# sock_diag addon (native/sockdiag.c), built for the target platform against this Node's headers.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends binutils \
+ && apt-get install -y --no-install-recommends binutils gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 # A CA bundle for a TLS-intercepting proxy between the build and the npm registry, mounted at build time; unset: none.
 ARG NODE_EXTRA_CA_CERTS
@@ -16,6 +17,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json sea-config.json ./
 COPY scripts ./scripts
+COPY native ./native
 COPY src ./src
 ARG TARGETARCH
 RUN node scripts/build-sea.mjs "$(case "${TARGETARCH:-amd64}" in amd64) echo x64;; arm64) echo arm64;; *) echo "$TARGETARCH";; esac)"
@@ -27,7 +29,8 @@ LABEL org.opencontainers.image.title="drain-sidecar" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
-COPY --from=build --chown=0:0 --chmod=0555 /src/dist/drain-sidecar /drain-sidecar
+# The executable loads the addon from its own directory; without it, it falls back to /proc/net (and logs a warning).
+COPY --from=build --chown=0:0 --chmod=0555 /src/dist/drain-sidecar /src/dist/drain-sidecar-sockdiag.node /
 USER 65532:65532
 EXPOSE 9555
 ENTRYPOINT ["/drain-sidecar"]

