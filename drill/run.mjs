@@ -337,7 +337,8 @@ async function runScenario(id, scenario) {
     drainSeconds: await q('drain_sidecar_drain_duration_seconds_sum'),
     drainEpisodes: await q('drain_sidecar_drain_duration_seconds_count'),
     lateConnections: await q('drain_sidecar_late_connections_total'),
-    // Observed once per episode that had late connections; none: no figure.
+    lateRequestsEstimate: await q('drain_sidecar_late_requests_estimate_total'),
+    // Observed once per episode in which traffic arrived; none: no figure.
     lastArrivalSeconds: (await q('drain_sidecar_last_arrival_seconds_count'))
       ? await q('drain_sidecar_last_arrival_seconds_sum')
       : null,
@@ -359,9 +360,13 @@ async function runScenario(id, scenario) {
   const refusedWhileSidecarAlive = results.filter(
     (r) => r.kind.startsWith('refused') && r.t >= timeline.appExitSeconds && r.t <= timeline.sidecarExitSeconds,
   ).length;
+  // What the passive mode should see: requests the old pod's app answered after the hook call (t0).
+  const servedLate = results.filter((r) => r.pod === 'old' && r.t >= 0);
   return {
     id,
     title: scenario.title,
+    oldPodServedLate: servedLate.length,
+    oldPodLastServedSeconds: servedLate.at(-1)?.t ?? null,
     order: scenario.order,
     requests: results.length,
     ok: results.filter((r) => r.kind === 'ok').length,
@@ -390,7 +395,10 @@ function markdown(rows) {
     'termination (s)',
     'sidecar: drain (s)',
     'late conns',
+    'late requests (estimate)',
     'last arrival (s)',
+    'client: old pod answered after hook',
+    'client: last of them (s)',
     'refused (estimate)',
     'client refused while sidecar alive',
     'proxy: late requests',
@@ -405,7 +413,7 @@ function markdown(rows) {
         .map(([k, n]) => `${n} ${k}`)
         .join(', ') || '-';
     lines.push(
-      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} | ${fmt(r.sidecar.proxyLateRequests)} | ${fmt(r.sidecar.lastRequestArrivalSeconds)} | ${fmt(r.sidecar.proxyRefused)} | ${r.refusedBySidecar} |`,
+      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lateRequestsEstimate)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${r.oldPodServedLate} | ${fmt(r.oldPodLastServedSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} | ${fmt(r.sidecar.proxyLateRequests)} | ${fmt(r.sidecar.lastRequestArrivalSeconds)} | ${fmt(r.sidecar.proxyRefused)} | ${r.refusedBySidecar} |`,
     );
   }
   return lines.join('\n');

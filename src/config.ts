@@ -187,7 +187,7 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     flag: '--quiet-seconds',
     default: '3',
     parse: seconds(0, MAX_SECONDS),
-    help: '/drain without quiet returns idle once no new connection arrived for this long and none is established. /drain without max returns at DRAIN_DEFAULT_SLEEP_SECONDS.',
+    help: '/drain without quiet returns idle once no request or new connection reached the app ports for this long and none is in flight (on the /proc/net fallback: none established). /drain without max returns at DRAIN_DEFAULT_SLEEP_SECONDS.',
   },
   {
     key: 'pollSeconds',
@@ -203,7 +203,7 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     flag: '--proc-net-dir',
     default: '/proc/net',
     parse: text,
-    help: "Where tcp, tcp6 and snmp of the pod's network namespace are read.",
+    help: "Where snmp of the pod's network namespace is read (resets, for refused connections), and tcp and tcp6 when the sock_diag addon cannot be used.",
   },
   {
     key: 'proxyListen',

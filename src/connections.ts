@@ -150,7 +150,7 @@ export class Connections {
   current(maxAgeMs = 0): Snapshot | undefined {
     if (!this.#available) return undefined;
     const latest = this.#latest;
-    if (latest && this.#deps.clock.now() - latest.at <= maxAgeMs) return latest;
+    if (latest && maxAgeMs > 0 && this.#deps.clock.now() - latest.at <= maxAgeMs) return latest;
     return this.#read();
   }
 
@@ -188,12 +188,19 @@ export class Connections {
     tick();
   }
 
-  /** The sockets on the app ports: through sock_diag while it works, from /proc/net/tcp and tcp6 otherwise. */
-  #sockets(): { signal: Signal; sockets: AppSocket[] } {
-    const { procNetDir, appPorts, log } = this.#deps;
+  /**
+   * The sockets on the app ports: through sock_diag while it works, from /proc/net/tcp and tcp6 otherwise; with the time
+   * of the read, taken as soon as the kernel answered (tcp_info's times count back from then).
+   */
+  #sockets(): { signal: Signal; sockets: AppSocket[]; at: number } {
+    const { procNetDir, appPorts, log, clock } = this.#deps;
     if (this.#sockDiag) {
       try {
-        return { signal: 'sock_diag', sockets: readSockDiag(this.#sockDiag, appPorts).map((s) => ({ ...s, id: s.cookie })) };
+        let at = 0;
+        const sockets = readSockDiag(this.#sockDiag, appPorts, () => {
+          at = clock.now();
+        });
+        return { signal: 'sock_diag', sockets, at };
       } catch (err) {
         this.#sockDiag = undefined;
         log.warn({ err }, 'sock_diag failed; reading /proc/net/tcp, which does not see requests on pooled connections');
@@ -205,13 +212,14 @@ export class Connections {
     ];
     return {
       signal: 'proc_net',
+      at: clock.now(),
       sockets: sockets.map((s) => ({ ...s, id: `${s.localAddress} ${s.localPort} ${s.remoteAddress} ${s.remotePort}` })),
     };
   }
 
   #read(): Snapshot | undefined {
-    const { procNetDir, appPorts, ownPort, clock, inTermination, metrics, pollMs } = this.#deps;
-    let read: { signal: Signal; sockets: AppSocket[] };
+    const { procNetDir, appPorts, ownPort, inTermination, metrics, pollMs } = this.#deps;
+    let read: { signal: Signal; sockets: AppSocket[]; at: number };
     let snmp: string;
     try {
       read = this.#sockets();
@@ -222,7 +230,7 @@ export class Connections {
       return undefined;
     }
 
-    const now = clock.now();
+    const now = read.at;
     const withInfo = read.signal === 'sock_diag';
     // Only a recent read tells what is new: after a pause, whatever is there now is the new baseline.
     const previous = this.#latest && now - this.#latest.at <= 2 * pollMs + STALE_SLACK_MS ? this.#latest : undefined;

@@ -1,4 +1,5 @@
-// The kernel's socket tables for the pod's network namespace: /proc/net/tcp, /proc/net/tcp6 and /proc/net/snmp.
+// The kernel's socket tables for the pod's network namespace: /proc/net/tcp, /proc/net/tcp6 and /proc/net/snmp. tcp and
+// tcp6 are the fallback when the sock_diag addon cannot be used (src/sockdiag.ts).
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -85,7 +86,8 @@ export function parseSnmpTcp(text: string, field: string): number | undefined {
 /**
  * Reads one file of a /proc/net directory whole. The kernel hands these tables out one page per read() call whatever the
  * buffer size, resuming where the last call stopped (measured on 6.18: 372 calls for 1.5 MB with a 4 KiB or an 8 MiB
- * buffer, the same time), so Node's chunked read costs no more than one large buffer would (bench/procnet.mjs).
+ * buffer, the same time), so Node's chunked read costs no more than one large buffer would (measured with
+ * bench/procnet.mjs, now part of bench/signals.mjs; see its history).
  */
 export function readProcNet(dir: string, file: 'tcp' | 'tcp6' | 'snmp'): string {
   return readFileSync(join(dir, file), 'latin1');

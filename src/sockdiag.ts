@@ -21,8 +21,8 @@ export interface TcpInfo {
 }
 
 export interface DiagSocket {
-  /** The kernel's id for the socket, unique for the life of the network namespace. */
-  cookie: number;
+  /** The kernel's cookie for the socket, unique for the life of the network namespace. */
+  id: number;
   localPort: number;
   remotePort: number;
   state: TcpState;
@@ -49,17 +49,21 @@ enum F {
   Count,
 }
 
-/** Reads the sockets on ports; throws what the kernel refused (the caller falls back to /proc/net). */
-export function readSockDiag(diag: SockDiag, ports: number[]): DiagSocket[] {
+/**
+ * Reads the sockets on ports; throws what the kernel refused (the caller falls back to /proc/net). The tcp_info times are
+ * relative to the dump, so onDumped(), called between the dump and the decoding, should read the clock.
+ */
+export function readSockDiag(diag: SockDiag, ports: number[], onDumped: () => void): DiagSocket[] {
   if (diag.fields !== F.Count) throw new Error(`sock_diag addon has ${diag.fields} fields per socket, expected ${F.Count}`);
   const v = diag.dump(ports);
+  onDumped();
   const sockets: DiagSocket[] = [];
   for (let i = 0; i < v.length; i += F.Count) {
     const state = TCP_STATES[(v[i + F.State] as number) - 1];
     if (!state) continue;
     const segments = v[i + F.DataSegmentsIn] as number;
     sockets.push({
-      cookie: v[i + F.Cookie] as number,
+      id: v[i + F.Cookie] as number,
       localPort: v[i + F.LocalPort] as number,
       remotePort: v[i + F.RemotePort] as number,
       state,

@@ -102,6 +102,7 @@ describe('activity on pooled keep-alive connections (sock_diag)', () => {
     expect(answeredAt - lastSentAt).toBeLessThan(1500);
     expect(await metric(port, `drain_sidecar_late_requests_estimate_total{port="${app.port}"}`)).toBe(sent);
     expect(await metric(port, 'drain_sidecar_last_arrival_seconds_count')).toBe(1);
+    expect(await metric(port, 'drain_sidecar_activity_tracking')).toBe(1);
     expect(lines.find((l) => l.msg === 'drain finished')).toMatchObject({
       reason: 'idle',
       traffic: { lateArrivals: 0, lateRequestsEstimate: sent, connectionsAtEnd: 4 },

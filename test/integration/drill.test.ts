@@ -17,7 +17,11 @@ interface Row {
   refusedWhileSidecarAlive: number;
   refusedBySidecar: number;
   sidecarExitCode: number;
+  oldPodServedLate: number;
+  oldPodLastServedSeconds: number | null;
   sidecar: {
+    lateRequestsEstimate: number | null;
+    lastArrivalSeconds: number | null;
     refusedEstimate: number | null;
     hookCalls: number | null;
     drainEpisodes: number | null;
@@ -47,6 +51,14 @@ describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (sh
   it('(b) with /sleep longer than the propagation delay, loses nothing', () => {
     expect(rows.b?.errorCount).toBe(0);
     expect(rows.b?.sidecar.hookCalls).toBe(1);
+  });
+
+  it('(b) passively, sees the requests nginx sent the old pod over pooled connections, and when the last came', () => {
+    const row = rows.b as Row;
+    expect(row.oldPodServedLate).toBeGreaterThan(10);
+    // One segment per proxied GET; a request in flight at a read's edge may fall either side of it.
+    expect(Math.abs((row.sidecar.lateRequestsEstimate ?? 0) - row.oldPodServedLate)).toBeLessThanOrEqual(2);
+    expect(Math.abs((row.sidecar.lastArrivalSeconds ?? 0) - (row.oldPodLastServedSeconds ?? 0))).toBeLessThan(0.5);
   });
 
   it('(c) with /drain, loses nothing and terminates sooner than (b)', () => {

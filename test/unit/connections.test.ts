@@ -1,9 +1,10 @@
-import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { Connections } from '../../src/connections.js';
+import type { SockDiag } from '../../src/sockdiag.js';
 import { testWiring, useFakeClock } from '../helpers.js';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/proc-net');
@@ -36,12 +37,16 @@ const TIME_WAIT = 6;
 const listener: Row = ['0.0.0.0', 8080, '0.0.0.0', 0, LISTEN];
 const conn = (clientPort: number, state = ESTABLISHED): Row => ['10.1.0.5', 8080, '10.1.2.3', clientPort, state];
 
-function setup({ appPorts = [8080], dir = mkdtempSync(join(tmpdir(), 'proc-net-')) } = {}) {
+function setup({
+  appPorts = [8080],
+  dir = mkdtempSync(join(tmpdir(), 'proc-net-')),
+  sockDiag = undefined as SockDiag | undefined,
+} = {}) {
   const wiring = testWiring();
   const termination = { active: false };
   const connections = new Connections({
     procNetDir: dir,
-    sockDiag: undefined,
+    sockDiag,
     appPorts,
     ownPort: 9555,
     clock: systemClock,
@@ -197,5 +202,143 @@ describe('Connections', () => {
     const { connections } = setup({ appPorts: [] });
     expect(connections.available).toBe(false);
     expect(connections.current()).toBeUndefined();
+  });
+});
+
+/** A socket as the addon reports it (native/sockdiag.c's record layout). */
+interface DiagRow {
+  cookie: number;
+  state?: number;
+  localPort?: number;
+  remotePort?: number;
+  rxQueue?: number;
+  expiresMs?: number;
+  /** Absent: no tcp_info (TIME_WAIT). */
+  info?: { segmentsIn: number; segmentsOut: number; lastReceivedMs: number; lastSentMs: number };
+}
+
+/** Stands in for the kernel's answer to a sock_diag dump: rows set by the test, in the addon's layout. */
+function fakeSockDiag() {
+  const table = { rows: [] as DiagRow[], fail: false };
+  const record = (r: DiagRow) => [
+    r.localPort ?? 8080,
+    r.remotePort ?? 40000 + r.cookie,
+    r.state ?? ESTABLISHED,
+    r.cookie,
+    r.rxQueue ?? 0,
+    r.expiresMs ?? 0,
+    r.info?.segmentsIn ?? -1,
+    r.info?.segmentsOut ?? -1,
+    r.info?.lastReceivedMs ?? -1,
+    r.info?.lastSentMs ?? -1,
+  ];
+  const diag: SockDiag = {
+    fields: 10,
+    dump: () => {
+      if (table.fail) throw new Error('sock_diag dump: Operation not permitted');
+      return Float64Array.from([{ cookie: 1, state: LISTEN, remotePort: 0 }, ...table.rows].flatMap(record));
+    },
+  };
+  return { diag, table };
+}
+
+/** Connections through a fake sock_diag; /proc/net holds the snmp counters (and the fallback's empty tables). */
+function setupDiag(dir = mkdtempSync(join(tmpdir(), 'proc-net-'))) {
+  const { diag, table } = fakeSockDiag();
+  if (!existsSync(join(dir, 'snmp'))) writeTables(dir, []);
+  return { ...setup({ sockDiag: diag, dir }), table };
+}
+
+/** A pooled connection that has carried `segments` requests, the last one `ago` ms ago and answered. */
+const pooled = (cookie: number, segments: number, ago: number): DiagRow => ({
+  cookie,
+  info: { segmentsIn: segments, segmentsOut: segments, lastReceivedMs: ago, lastSentMs: Math.max(0, ago - 5) },
+});
+
+describe('Connections through sock_diag', () => {
+  beforeEach(useFakeClock);
+  afterEach(() => vi.useRealTimers());
+
+  it('sees requests on pooled connections and times the last from tcp_info, not from the poll', async () => {
+    const { connections, termination, value, table } = setupDiag();
+    table.rows = [pooled(2, 10, 5000), pooled(3, 4, 5000)];
+    termination.active = true;
+    connections.current();
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    // Three requests on one pooled connection since, the last 120 ms before this read; none on the other.
+    table.rows = [pooled(2, 13, 120), pooled(3, 4, 5200)];
+    expect(connections.current()?.ports[0]).toMatchObject({ established: 2, newConnections: 0, newSegments: 3, inFlight: 0 });
+    expect(connections.lastArrivalAt).toBe(performance.now() - 120);
+    expect(await value('drain_sidecar_late_requests_estimate_total', { port: '8080' })).toBe(3);
+    expect(await value('drain_sidecar_late_connections_total', { port: '8080' })).toBe(0);
+  });
+
+  it('ignores the times of sockets that received nothing since the previous read', async () => {
+    const { connections, termination, table } = setupDiag();
+    table.rows = [pooled(2, 10, 3)];
+    connections.current();
+    termination.active = true;
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    // The kernel's tick rounds times: unchanged, this socket's last payload may even look newer than the baseline.
+    table.rows = [pooled(2, 10, 0)];
+    connections.current();
+    expect(connections.lastArrivalAt).toBe(Number.NEGATIVE_INFINITY);
+  });
+
+  it('counts a new connection with the requests it carried, and one that came and closed, at its close', async () => {
+    const { connections, termination, table } = setupDiag();
+    termination.active = true;
+    table.rows = [pooled(2, 1, 9000)];
+    connections.current();
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    table.rows = [
+      pooled(2, 1, 9200),
+      pooled(5, 2, 150),
+      // Closed by the app 60 s - 59 910 ms = 90 ms ago.
+      { cookie: 6, state: TIME_WAIT, expiresMs: 59_910 },
+    ];
+    expect(connections.current()?.ports[0]).toMatchObject({ newConnections: 2, newSegments: 2 });
+    expect(connections.lastArrivalAt).toBe(performance.now() - 90);
+  });
+
+  it('does not take a pooled connection closing (now TIME_WAIT) for a request', async () => {
+    const { connections, termination, table } = setupDiag();
+    termination.active = true;
+    table.rows = [pooled(2, 7, 4000)];
+    connections.current();
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    table.rows = [{ cookie: 2, state: TIME_WAIT, expiresMs: 59_990 }];
+    expect(connections.current()?.ports[0]).toMatchObject({ newConnections: 0, newSegments: 0 });
+    expect(connections.lastArrivalAt).toBe(Number.NEGATIVE_INFINITY);
+  });
+
+  it('is busy while a request is being answered: payload received after the last sent, unread, or never answered', () => {
+    const { connections, table } = setupDiag();
+    table.rows = [pooled(2, 3, 800), pooled(3, 1, 10)];
+    expect(connections.busy()).toBe(false);
+    table.rows = [{ cookie: 2, info: { segmentsIn: 4, segmentsOut: 3, lastReceivedMs: 20, lastSentMs: 800 } }];
+    expect(connections.busy()).toBe(true);
+    table.rows = [{ cookie: 2, rxQueue: 310, info: { segmentsIn: 4, segmentsOut: 4, lastReceivedMs: 20, lastSentMs: 8 } }];
+    expect(connections.busy()).toBe(true);
+    // A first request within the tick the connection was made in: both times equal, nothing sent yet.
+    table.rows = [{ cookie: 7, info: { segmentsIn: 1, segmentsOut: 0, lastReceivedMs: 30, lastSentMs: 30 } }];
+    expect(connections.busy()).toBe(true);
+    // A connection that carried nothing yet is not a request.
+    table.rows = [{ cookie: 8, info: { segmentsIn: 0, segmentsOut: 0, lastReceivedMs: 30, lastSentMs: 30 } }];
+    expect(connections.busy()).toBe(false);
+  });
+
+  it('falls back to /proc/net for good, with one warning, when the kernel refuses the dump', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'proc-net-'));
+    writeTables(dir, [listener, conn(50001)]);
+    const { connections, lines, table } = setupDiag(dir);
+    expect(connections.current()?.signal).toBe('sock_diag');
+    table.fail = true;
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    expect(connections.current()).toMatchObject({ signal: 'proc_net', established: 1 });
+    table.fail = false;
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    expect(connections.current()?.signal).toBe('proc_net');
+    expect(lines.filter((l) => l.msg.startsWith('sock_diag failed'))).toHaveLength(1);
   });
 });
