@@ -95,7 +95,8 @@ function lastHeard(s: AppSocket, now: number): number {
  */
 function inFlight(s: AppSocket): boolean {
   if (s.state !== 'ESTABLISHED') return false;
-  if (s.rxQueue > 0 || !s.info) return s.rxQueue > 0;
+  if (s.rxQueue > 0) return true;
+  if (!s.info) return false;
   const { lastDataReceivedMs, lastDataSentMs, dataSegmentsIn, dataSegmentsOut } = s.info;
   return lastDataReceivedMs < lastDataSentMs || (dataSegmentsIn > 0 && dataSegmentsOut === 0);
 }
@@ -121,7 +122,7 @@ export class Connections {
     this.#available = deps.appPorts.length > 0;
   }
 
-  /** False when no app port is configured or /proc/net cannot be read: /drain then behaves like /sleep with its min. */
+  /** False when no app port is configured or the socket tables cannot be read: /drain then is /sleep with its min. */
   get available(): boolean {
     return this.#available;
   }
