@@ -102,11 +102,6 @@ export class DrainProxy {
     return this.#lastArrivalAt;
   }
 
-  /** During a drain: idle keep-alive client connections are closed, so their clients reconnect to other pods. */
-  closeIdleConnections(): void {
-    this.server.closeIdleConnections();
-  }
-
   /** Takes a baseline now; the returned function gives what the requests did since. */
   traffic(startedAt: number): () => RequestTraffic {
     const inFlightAtStart = this.#inFlight;
