@@ -42,8 +42,9 @@ function nodeBinary() {
   }
 }
 
-run('npm', ['run', '-s', 'build']);
+// The Node binary first: its headers are the addon's fallback when the running Node has none.
 const node = nodeBinary();
+run('npm', ['run', '-s', 'build']);
 const out = join(ROOT, 'dist', 'drain-sidecar');
 rmSync(out, { force: true });
 copyFileSync(node, out);
