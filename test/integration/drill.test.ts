@@ -56,8 +56,11 @@ describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (sh
   it('(b) passively, sees the requests nginx sent the old pod over pooled connections, and when the last came', () => {
     const row = rows.b as Row;
     expect(row.oldPodServedLate).toBeGreaterThan(10);
-    // One segment per proxied GET; a request in flight at a read's edge may fall either side of it.
-    expect(Math.abs((row.sidecar.lateRequestsEstimate ?? 0) - row.oldPodServedLate)).toBeLessThanOrEqual(2);
+    // One segment per proxied GET. A request at the hook's edge may fall either side of it, and the last requests on a
+    // pooled connection nginx closes on reload go with the socket before the next read (README: blind spots).
+    const estimate = row.sidecar.lateRequestsEstimate ?? 0;
+    expect(estimate).toBeGreaterThanOrEqual(row.oldPodServedLate - 3);
+    expect(estimate).toBeLessThanOrEqual(row.oldPodServedLate + 2);
     expect(Math.abs((row.sidecar.lastArrivalSeconds ?? 0) - (row.oldPodLastServedSeconds ?? 0))).toBeLessThan(0.5);
   });
 
