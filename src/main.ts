@@ -57,7 +57,7 @@ async function main(): Promise<void> {
     log,
     version: pkg.version,
     nodeVersion: process.version,
-    sockDiag: result.config.appPorts.length > 0 ? loadSockDiag(log) : undefined,
+    sockDiag: config.appPorts.length > 0 ? loadSockDiag(log) : undefined,
     exit: (code) => {
       log.info({ code }, 'exiting');
       process.exit(code);
