@@ -15,6 +15,11 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { nodeVersion: NODE_VERSION, integrity: INTEGRITY } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).sea;
 const arch = process.argv[2] ?? process.arch;
 if (!(arch in INTEGRITY)) throw new Error(`unsupported architecture ${arch}; use x64 or arm64`);
+// Checked before anything is fetched or overwritten.
+if (arch !== process.arch)
+  throw new Error(
+    `the blob for ${arch} must be made by a ${arch} Node; build on ${arch} (docker buildx runs the build stage there)`,
+  );
 
 const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { cwd: ROOT, stdio: 'inherit', ...opts });
 
@@ -59,11 +64,7 @@ try {
 // The blob must come from the very binary it goes into: the V8 version and flags must match.
 const config = JSON.parse(readFileSync(join(ROOT, 'sea-config.json'), 'utf8'));
 const blob = join(ROOT, config.output);
-if (arch === process.arch) run(out, ['--experimental-sea-config', 'sea-config.json']);
-else
-  throw new Error(
-    `the blob for ${arch} must be made by a ${arch} Node; build on ${arch} (docker buildx runs the build stage there)`,
-  );
+run(out, ['--experimental-sea-config', 'sea-config.json']);
 run(process.execPath, [join(ROOT, 'node_modules/postject/dist/cli.js'), out, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', FUSE]);
 rmSync(blob);
 console.log(`build-sea: ${out} (node ${NODE_VERSION}, ${arch})`);
