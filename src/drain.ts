@@ -97,6 +97,14 @@ export class Drain {
     return this.#lastStartedAt;
   }
 
+  /**
+   * An episode is open, or the latest began less than a grace period ago: the kubelet's termination it belongs to may
+   * still be running (a native sidecar hears SIGTERM only after the app has exited, late in it).
+   */
+  inTermination(): boolean {
+    return this.#current !== undefined || this.#deps.clock.now() - this.#lastStartedAt < this.#deps.gracePeriodSeconds * 1000;
+  }
+
   get lastEpisode(): EpisodeSummary | undefined {
     return this.#last;
   }

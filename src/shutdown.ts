@@ -79,7 +79,7 @@ export class Shutdown {
     const graceMs = config.gracePeriodSeconds * 1000;
     // A native sidecar hears SIGTERM only after the app has exited, late in the termination its hook call began; the
     // kubelet's SIGKILL is due a grace period after that start, not after this signal.
-    const inTermination = drain.open || now - drain.lastStartedAt < graceMs;
+    const inTermination = drain.inTermination();
     const terminationStart = inTermination ? drain.lastStartedAt : now;
     if (!inTermination) drain.begin('sigterm');
     this.#deadline = terminationStart + graceMs - EXIT_MARGIN_MS;

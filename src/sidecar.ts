@@ -37,8 +37,7 @@ export function createSidecar({ config, clock, log, version, nodeVersion, sockDi
   });
   // A termination begins with the first hook call of an episode, not with SIGTERM (a native sidecar hears SIGTERM only
   // after the app has exited), and lasts at most a grace period, or until the sidecar exits.
-  const inTermination = (): boolean =>
-    drain.open || shutdown.terminating || clock.now() - drain.lastStartedAt < config.gracePeriodSeconds * 1000;
+  const inTermination = (): boolean => drain.inTermination() || shutdown.terminating;
   const connections: Connections = new Connections({
     procNetDir: config.procNetDir,
     sockDiag,
