@@ -190,21 +190,29 @@ export class DrainProxy {
     req.pipe(up);
   }
 
-  /** The app could not answer: 503 and counted as refused during a termination, 502 otherwise. */
+  /** Counts a request the app could not answer: refused during a termination (true), an upstream error otherwise. */
+  #failed(reason: ReturnType<typeof upstreamReason>): boolean {
+    const { metrics, inTermination } = this.#deps;
+    if (!inTermination()) {
+      metrics.proxyUpstreamErrors.inc({ reason });
+      return false;
+    }
+    this.#refusedTotal++;
+    metrics.proxyRefused.inc({ reason });
+    return true;
+  }
+
+  /** The app could not answer: 503 during a termination, 502 otherwise. */
   #refuse(res: ServerResponse, reason: ReturnType<typeof upstreamReason>): void {
-    const { metrics, inTermination, log } = this.#deps;
-    if (inTermination()) {
-      this.#refusedTotal++;
-      metrics.proxyRefused.inc({ reason });
+    if (this.#failed(reason)) {
       res.writeHead(503, { 'content-type': 'application/json', connection: 'close', 'retry-after': RETRY_AFTER_SECONDS });
       res.end(
         JSON.stringify({ error: 'terminating', message: `the app is gone (${reason})`, hint: 'retry: another pod serves' }),
       );
       return;
     }
-    metrics.proxyUpstreamErrors.inc({ reason });
     // Once per outage, not once per request: the counter has the count.
-    if (!this.#appDown) log.warn({ reason }, 'app unreachable');
+    if (!this.#appDown) this.#deps.log.warn({ reason }, 'app unreachable');
     this.#appDown = true;
     res.writeHead(502, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: 'bad_gateway', message: `the app could not be reached (${reason})`, hint: 'see the app' }));
@@ -229,13 +237,7 @@ export class DrainProxy {
       client.destroy();
     };
     app.on('error', (err: NodeJS.ErrnoException) => {
-      const reason = upstreamReason(err);
-      const refused = this.#deps.inTermination();
-      if (refused) {
-        this.#refusedTotal++;
-        this.#deps.metrics.proxyRefused.inc({ reason });
-      } else this.#deps.metrics.proxyUpstreamErrors.inc({ reason });
-      const status = refused ? '503 Service Unavailable' : '502 Bad Gateway';
+      const status = this.#failed(upstreamReason(err)) ? '503 Service Unavailable' : '502 Bad Gateway';
       if (!client.writableEnded) client.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
       close();
     });
