@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { type Clock, secondsSince } from './clock.js';
 import type { Metrics } from './metrics.js';
 import { parseSnmpTcp, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
-import { readSockDiag, type SockDiag, type TcpInfo } from './sockdiag.js';
+import { decodeSockDiag, type SockDiag, type TcpInfo } from './sockdiag.js';
 
 export interface PortStats {
   port: number;
@@ -197,11 +197,9 @@ export class Connections {
     const { procNetDir, appPorts, log, clock } = this.#deps;
     if (this.#sockDiag) {
       try {
-        let at = 0;
-        const sockets = readSockDiag(this.#sockDiag, appPorts, () => {
-          at = clock.now();
-        });
-        return { signal: 'sock_diag', sockets, at };
+        const dumped = this.#sockDiag.dump(appPorts);
+        const at = clock.now();
+        return { signal: 'sock_diag', sockets: decodeSockDiag(this.#sockDiag, dumped), at };
       } catch (err) {
         this.#sockDiag = undefined;
         log.warn({ err }, 'sock_diag failed; reading /proc/net/tcp, which does not see requests on pooled connections');

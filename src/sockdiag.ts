@@ -50,13 +50,11 @@ enum F {
 }
 
 /**
- * Reads the sockets on ports; throws what the kernel refused (the caller falls back to /proc/net). The tcp_info times are
- * relative to the dump, so onDumped(), called between the dump and the decoding, should read the clock.
+ * Decodes what diag.dump returned. tcp_info's times count back from the dump, so read the clock between the two. Throws
+ * for an addon of another record layout (the caller falls back to /proc/net, as for a dump the kernel refused).
  */
-export function readSockDiag(diag: SockDiag, ports: number[], onDumped: () => void): DiagSocket[] {
+export function decodeSockDiag(diag: SockDiag, v: Float64Array): DiagSocket[] {
   if (diag.fields !== F.Count) throw new Error(`sock_diag addon has ${diag.fields} fields per socket, expected ${F.Count}`);
-  const v = diag.dump(ports);
-  onDumped();
   const sockets: DiagSocket[] = [];
   for (let i = 0; i < v.length; i += F.Count) {
     const state = TCP_STATES[(v[i + F.State] as number) - 1];
