@@ -82,7 +82,9 @@ if (role === 'app') {
   clearInterval(scraping);
   process.send({ requests, scrapes });
 } else {
-  const { Connections, parseTcpTable, createMetrics, Registry, pino } = await import('../dist/bench/signals.mjs');
+  const { Connections, parseNetCounter, parseTcpTable, createMetrics, Registry, pino } = await import(
+    '../dist/bench/signals.mjs'
+  );
   const addon = { exports: {} };
   process.dlopen(addon, new URL('../dist/drain-sidecar-sockdiag.node', import.meta.url).pathname);
   const diag = addon.exports;
@@ -120,18 +122,14 @@ if (role === 'app') {
   const viaProc = connections(undefined);
 
   const proc = (file) => readFileSync(`/proc/net/${file}`, 'latin1');
-  const field = (text, prefix, name) => {
-    const [names, values] = text.split('\n').filter((l) => l.startsWith(`${prefix}:`));
-    return Number(values.split(/\s+/)[names.split(/\s+/).indexOf(name)]);
-  };
   const counters = () => {
     const netstat = proc('netstat');
     const eth0 = proc('dev')
       .split('\n')
       .find((l) => l.trim().startsWith('eth0:'));
     return {
-      inSegs: field(proc('snmp'), 'Tcp', 'InSegs'),
-      inOctets: field(netstat, 'IpExt', 'InOctets'),
+      inSegs: parseNetCounter(proc('snmp'), 'Tcp', 'InSegs'),
+      inOctets: parseNetCounter(netstat, 'IpExt', 'InOctets'),
       devRx: Number(eth0.split(':')[1].trim().split(/\s+/)[0]),
     };
   };

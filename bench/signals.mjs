@@ -25,7 +25,7 @@ const { build } = await import('esbuild');
 await build({
   stdin: {
     contents: `export { Connections } from './src/connections.ts';
-      export { parseTcpTable } from './src/procnet.ts';
+      export { parseNetCounter, parseTcpTable } from './src/procnet.ts';
       export { createMetrics } from './src/metrics.ts';
       export { Registry } from 'prom-client';
       export { pino } from 'pino';`,

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import { type Clock, secondsSince } from './clock.js';
 import type { Metrics } from './metrics.js';
-import { parseSnmpTcp, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
+import { parseNetCounter, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
 import { decodeSockDiag, type SockDiag, type TcpInfo } from './sockdiag.js';
 
 export interface PortStats {
@@ -282,7 +282,7 @@ export class Connections {
       signal: read.signal,
     };
 
-    const outRsts = parseSnmpTcp(snmp, 'OutRsts');
+    const outRsts = parseNetCounter(snmp, 'Tcp', 'OutRsts');
     if (inTermination()) {
       this.#lastArrivalAt = Math.max(this.#lastArrivalAt, heard);
       for (const p of ports) {

@@ -75,9 +75,12 @@ export function parseTcpTable(text: string, ports?: ReadonlySet<number>): TcpSoc
   return sockets;
 }
 
-/** Reads one field of the Tcp: lines of /proc/net/snmp (for example OutRsts); undefined when absent. */
-export function parseSnmpTcp(text: string, field: string): number | undefined {
-  const [names, values] = text.split('\n').filter((l) => l.startsWith('Tcp:'));
+/**
+ * Reads one counter of /proc/net/snmp or /proc/net/netstat, whose sections are a line of names and a line of values
+ * (for example section Tcp, field OutRsts); undefined when absent.
+ */
+export function parseNetCounter(text: string, section: string, field: string): number | undefined {
+  const [names, values] = text.split('\n').filter((l) => l.startsWith(`${section}:`));
   const i = names?.split(/\s+/).indexOf(field) ?? -1;
   const value = i > 0 ? values?.split(/\s+/)[i] : undefined;
   return value === undefined ? undefined : Number(value);

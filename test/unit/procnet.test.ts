@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseSnmpTcp, parseTcpTable, TCP_STATES } from '../../src/procnet.js';
+import { parseNetCounter, parseTcpTable, TCP_STATES } from '../../src/procnet.js';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/proc-net');
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), 'latin1');
@@ -56,14 +56,14 @@ describe('parseTcpTable', () => {
   });
 });
 
-describe('parseSnmpTcp', () => {
+describe('parseNetCounter', () => {
   it('reads a named Tcp counter', () => {
-    expect(parseSnmpTcp(fixture('snmp'), 'OutRsts')).toBe(858);
-    expect(parseSnmpTcp(fixture('snmp'), 'PassiveOpens')).toBe(2113);
+    expect(parseNetCounter(fixture('snmp'), 'Tcp', 'OutRsts')).toBe(858);
+    expect(parseNetCounter(fixture('snmp'), 'Tcp', 'PassiveOpens')).toBe(2113);
   });
 
   it('is undefined for a counter or table that is absent', () => {
-    expect(parseSnmpTcp(fixture('snmp'), 'NoSuchCounter')).toBeUndefined();
-    expect(parseSnmpTcp('Ip: Forwarding\nIp: 1\n', 'OutRsts')).toBeUndefined();
+    expect(parseNetCounter(fixture('snmp'), 'Tcp', 'NoSuchCounter')).toBeUndefined();
+    expect(parseNetCounter('Ip: Forwarding\nIp: 1\n', 'Tcp', 'OutRsts')).toBeUndefined();
   });
 });
