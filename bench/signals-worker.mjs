@@ -166,12 +166,12 @@ if (role === 'app') {
           proc('tcp');
           proc('tcp6');
         }),
-        '/proc/net/tcp + tcp6 + snmp: read + parse + count (the fallback)': median(() => viaProc.current()),
+        '/proc/net/tcp + tcp6 + snmp: read + parse + count (the fallback)': median(() => viaProc.poll()),
         '/proc/net/tcp + tcp6: every per-socket field': median(tcpFields),
         'sock_diag: bare dump, filtered by port in the kernel': median(() => diag.dump([APP.port])),
-        'sock_diag (chosen): dump + decode + count': median(() => viaDiag.current()),
+        'sock_diag (chosen): dump + decode + count': median(() => viaDiag.poll()),
       },
-      established: { diag: viaDiag.current().established, proc: viaProc.current().established },
+      established: { diag: viaDiag.poll().established, proc: viaProc.poll().established },
       parsed: parseTcpTable(proc('tcp')).length,
     });
   }
@@ -181,8 +181,8 @@ if (role === 'app') {
   let before = counters();
   let ownBefore = ownAnswers;
   let fieldsBefore = tcpFields();
-  viaDiag.current();
-  viaProc.current();
+  viaDiag.poll();
+  viaProc.poll();
   const end = performance.now() + sample;
   while (performance.now() < end) {
     await sleep(pollMs);
@@ -195,9 +195,9 @@ if (role === 'app') {
     let changed = 0;
     for (const [key, value] of fields) if (fieldsBefore.get(key) !== value) changed++;
     const atProc = epochNow();
-    const fromProc = viaProc.current();
+    const fromProc = viaProc.poll();
     const atDiag = epochNow();
-    const fromDiag = viaDiag.current();
+    const fromDiag = viaDiag.poll();
     polls.push({
       at: { counters: atCounters, fields: atFields, proc: atProc, diag: atDiag },
       inSegs: now.inSegs - before.inSegs,

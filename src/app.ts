@@ -10,7 +10,7 @@ import type { Registry } from 'prom-client';
 import type { Clock } from './clock.js';
 import { type Config, redactConfig } from './config.js';
 import type { Connections } from './connections.js';
-import type { Drain, IdleRule } from './drain.js';
+import { type Drain, idleRule } from './drain.js';
 import { exposition, type HookEndpoint, type Metrics } from './metrics.js';
 import { parseDrainParams, parseSleepParams } from './params.js';
 import type { DrainProxy } from './proxy.js';
@@ -48,36 +48,39 @@ const sha256 = (s: string) => createHash('sha256').update(s).digest();
 
 type Env = { Bindings: HttpBindings };
 
+/** Whether an Authorization header value carries the hook token; always true when no token is configured. */
+export function tokenCheck(token: string): (authorization: string | undefined) => boolean {
+  if (!token) return () => true;
+  const digest = sha256(token);
+  return (authorization) => {
+    const given = /^Bearer (.+)$/.exec(authorization ?? '')?.[1];
+    return given !== undefined && timingSafeEqual(sha256(given), digest);
+  };
+}
+
+export const UNAUTHORIZED_HINT = 'send "Authorization: Bearer <DRAIN_HOOK_TOKEN>" via lifecycle.preStop.httpGet.httpHeaders';
+export const busyMessage = (inProgress: number, max: number) =>
+  `${inProgress} hook calls are already held (DRAIN_MAX_HOOKS=${max})`;
+export const BUSY_HINT = 'retry later, or raise DRAIN_MAX_HOOKS if this many concurrent hook calls are expected';
+
 export function createApp(deps: AppDeps): Hono<Env> {
   const { config, clock, drain, connections, proxy, metrics, registry, scrapes, log, isTerminating } = deps;
-  const tokenDigest = config.hookToken ? sha256(config.hookToken) : undefined;
+  const authorized = tokenCheck(config.hookToken);
 
   // Kubelets before 1.26 call `//sleep?s=20`.
   const app = new Hono<Env>({ getPath: (req) => getPath(req).replace(/^\/{2,}/, '/') });
 
   /** Answers at once, before anything is held or any state changes. */
   const admitHook = (c: Context<Env>, endpoint: HookEndpoint) => {
-    if (tokenDigest) {
-      const given = /^Bearer (.+)$/.exec(c.req.header('authorization') ?? '')?.[1];
-      if (!given || !timingSafeEqual(sha256(given), tokenDigest)) {
-        drain.refuse(endpoint, 'unauthorized');
-        throw new HttpError(
-          401,
-          'unauthorized',
-          `/${endpoint} needs the hook token`,
-          'send "Authorization: Bearer <DRAIN_HOOK_TOKEN>" via lifecycle.preStop.httpGet.httpHeaders',
-          { 'WWW-Authenticate': 'Bearer' },
-        );
-      }
+    if (!authorized(c.req.header('authorization'))) {
+      drain.refuse(endpoint, 'unauthorized');
+      throw new HttpError(401, 'unauthorized', `/${endpoint} needs the hook token`, UNAUTHORIZED_HINT, {
+        'WWW-Authenticate': 'Bearer',
+      });
     }
     if (drain.hooksInProgress >= config.maxHooks) {
       drain.refuse(endpoint, 'rejected_busy');
-      throw new HttpError(
-        429,
-        'too_many_hooks',
-        `${drain.hooksInProgress} hook calls are already held (DRAIN_MAX_HOOKS=${config.maxHooks})`,
-        'retry later, or raise DRAIN_MAX_HOOKS if this many concurrent hook calls are expected',
-      );
+      throw new HttpError(429, 'too_many_hooks', busyMessage(drain.hooksInProgress, config.maxHooks), BUSY_HINT);
     }
   };
 
@@ -87,7 +90,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     clamped: boolean;
     problems: string[];
     requested: Record<string, number | null>;
-    idle?: IdleRule;
+    idle?: ReturnType<typeof idleRule>;
     /** What a malformed call was held for instead, and how to write it. */
     fallback: string;
   }
@@ -139,18 +142,18 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.get('/drain', async (c) => {
     admitHook(c, 'drain');
     const p = parseDrainParams(new URL(c.req.url).searchParams, config);
-    const pollMs = config.pollSeconds * 1000;
     const start = clock.now();
     const traffic = connections.traffic(start);
     const requests = proxy?.traffic(start);
-    // Idle: nothing in flight and nothing arrived for quiet seconds. Proxy mode knows requests; passive mode knows when
-    // each connection last received payload (sock_diag), or on the /proc/net fallback only connections, so there idle
-    // needs none established. Without either, /drain is /sleep with its min: it cannot know more.
-    const quietFor = (lastArrivalAt: number) => clock.now() - Math.max(start, lastArrivalAt) >= p.quietSeconds * 1000;
-    const isIdle = proxy
-      ? () => proxy.inFlight === 0 && quietFor(proxy.lastArrivalAt)
-      : traffic && (() => !connections.busy() && quietFor(connections.lastArrivalAt));
-    const idle: IdleRule | undefined = isIdle && { minMs: p.minSeconds * 1000, pollMs, isIdle };
+    const idle = idleRule({
+      clock,
+      startedAt: start,
+      minSeconds: p.minSeconds,
+      quietSeconds: p.quietSeconds,
+      pollMs: config.pollSeconds * 1000,
+      proxy,
+      connections: traffic && connections,
+    });
     const plan = {
       ms: (idle ? p.maxSeconds : p.minSeconds) * 1000,
       clamped: p.clamped,
@@ -175,16 +178,20 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   app.get('/metrics', async (c) => {
     const startedAt = clock.now();
+    connections.updateGauges(config.pollSeconds * 1000);
     const { contentType, body } = await exposition(registry, c.req.header('accept'));
     // The final scrape counts once its answer has left in full, not when it was computed.
+    // A HEAD answer carries no figures, so it is no final scrape.
     const outgoing = c.env?.outgoing;
-    if (outgoing) outgoing.once('finish', () => scrapes.served(startedAt));
-    else scrapes.served(startedAt);
+    if (c.req.method === 'GET') {
+      if (outgoing) outgoing.once('finish', () => scrapes.served(startedAt));
+      else scrapes.served(startedAt);
+    }
     return c.body(body, 200, { 'Content-Type': contentType });
   });
 
   app.get('/status', (c) => {
-    const snapshot = connections.current(config.pollSeconds * 1000);
+    const snapshot = connections.peek(config.pollSeconds * 1000);
     return c.json({
       state: isTerminating() ? 'terminating' : drain.open ? 'draining' : 'serving',
       hooksInProgress: drain.hooksInProgress,

@@ -1,6 +1,8 @@
 // Configuration: one spec table, read from environment variables and their command-line flag twins by one pure
 // function. The README's configuration table is generated from the same table (see renderConfigTable).
 
+import { isIP } from 'node:net';
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -25,6 +27,7 @@ export interface Config {
   procNetDir: string;
   proxyListen: HostPort | undefined;
   proxyUpstream: HostPort | undefined;
+  proxyMaxConnections: number;
 }
 
 export interface HostPort {
@@ -64,6 +67,9 @@ const integer =
 
 const port = integer(1, 65535);
 
+// The sock_diag addon filters on at most this many ports in the kernel (native/sockdiag.c MAX_PORTS).
+export const MAX_APP_PORTS = 64;
+
 const portList: Parser<number[]> = (raw) => {
   const items = raw
     .split(',')
@@ -75,10 +81,26 @@ const portList: Parser<number[]> = (raw) => {
     if (p instanceof ParseError) return new ParseError(`must be a comma-separated list of ports (1-65535); "${item}" is not`);
     if (!ports.includes(p)) ports.push(p);
   }
-  return ports;
+  return ports.length > MAX_APP_PORTS ? new ParseError(`must list at most ${MAX_APP_PORTS} ports; got ${ports.length}`) : ports;
 };
 
 const text: Parser<string> = (raw) => raw;
+
+/** An IP address to listen on; empty means all interfaces. Names are refused: they would be resolved at listen time. */
+const listenHost: Parser<string> = (raw) =>
+  raw === '' || isIP(raw) !== 0 ? raw : new ParseError('must be an IP address (such as 0.0.0.0, :: or 127.0.0.1) or empty');
+
+// The kubelet sends the token in an HTTP header: visible ASCII only. A Secret written with `echo` ends in a newline that
+// no header can carry, so every hook would be refused; say so at start-up instead.
+const token: Parser<string> = (raw) => {
+  if (raw !== raw.trim())
+    return new ParseError(
+      'has leading or trailing whitespace (a Secret made with `echo` ends in a newline: use `echo -n` or `printf`)',
+    );
+  return /^[\x21-\x7e]*$/.test(raw)
+    ? raw
+    : new ParseError('must be visible ASCII characters without spaces (it is sent in an HTTP header)');
+};
 
 /** "port" or "host:port" ("[v6]:port" for IPv6); empty means unset. */
 const hostPort =
@@ -95,8 +117,10 @@ const hostPort =
     return { host, port: p };
   };
 
-// The proxy forwards only to the app in the same pod: any other upstream would make the sidecar an open relay.
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+// The proxy forwards only to the app in the same pod: any other upstream would make the sidecar an open relay. Addresses
+// are checked as addresses (127.0.0.999 is none, and would go to DNS); localhost is the one name, from /etc/hosts.
+const isLoopback = (host: string): boolean =>
+  (isIP(host) === 4 && host.startsWith('127.')) || host === '::1' || host === 'localhost';
 
 const oneOf =
   <T extends string>(values: readonly T[]): Parser<T> =>
@@ -121,8 +145,8 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     env: 'DRAIN_HOST',
     flag: '--host',
     default: '',
-    parse: text,
-    help: 'Address to listen on; empty means all interfaces (the kubelet calls the pod IP).',
+    parse: listenHost,
+    help: 'IP address to listen on; empty means all interfaces (the kubelet calls the pod IP).',
   },
   {
     key: 'appPorts',
@@ -169,7 +193,7 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     env: 'DRAIN_HOOK_TOKEN',
     flag: '--hook-token',
     default: '',
-    parse: text,
+    parse: token,
     secret: true,
     help: 'If set, /sleep and /drain need the header "Authorization: Bearer <token>" (set it in httpGet.httpHeaders).',
   },
@@ -221,6 +245,14 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     parse: hostPort(undefined),
     help: "Proxy mode: the app's host:port on loopback, e.g. 127.0.0.1:8080. Its port is watched as an app port when DRAIN_APP_PORTS is empty.",
   },
+  {
+    key: 'proxyMaxConnections',
+    env: 'DRAIN_PROXY_MAX_CONNECTIONS',
+    flag: '--proxy-max-connections',
+    default: '4096',
+    parse: integer(16, 1_000_000),
+    help: 'Proxy mode: client connections held at once. Past it, a new connection closes the one idle longest (none idle: the new one is closed), so idle clients cannot lock out new ones.',
+  },
   { key: 'logLevel', env: 'DRAIN_LOG_LEVEL', flag: '--log-level', default: 'info', parse: oneOf(LOG_LEVELS), help: 'Log level.' },
   {
     key: 'shutdownHoldSeconds',
@@ -253,15 +285,58 @@ function readFlags(argv: readonly string[], errors: string[]): Map<string, strin
     const arg = argv[i] as string;
     const eq = arg.indexOf('=');
     const name = eq === -1 ? arg : arg.slice(0, eq);
-    if (!known.has(name)) {
-      errors.push(`unknown argument ${name}; see --help`);
-      continue;
+    if (known.has(name)) {
+      const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+      if (value === undefined) errors.push(`${name} needs a value`);
+      else flags.set(name, value);
+    } else if (name.startsWith('-')) {
+      errors.push(`unknown flag ${name.slice(0, 40)}; see --help`);
+      // Its value, if it has one, may be a secret: skip it unseen.
+      if (eq === -1 && argv[i + 1] !== undefined && !argv[i + 1]?.startsWith('-')) i++;
+    } else {
+      errors.push(`unexpected argument #${i + 1} (not shown: it may be a secret); flags take the form --name=value`);
     }
-    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
-    if (value === undefined) errors.push(`${name} needs a value`);
-    else flags.set(name, value);
   }
   return flags;
+}
+
+const specOf = (key: keyof Config) => CONFIG_SPEC.find((s) => s.key === key) as Spec<keyof Config>;
+/** "--flag (ENV_VAR)" for a key, from the spec table. */
+const nameOf = (key: keyof Config): string => `${specOf(key).flag} (${specOf(key).env})`;
+const flagOf = (key: keyof Config): string => specOf(key).flag;
+
+/** Rules between fields, checked on every field that parsed, so they are reported together with field errors. */
+function crossFieldErrors(c: Partial<Config>): string[] {
+  const errors: string[] = [];
+  if (c.port !== undefined && c.port !== 0 && c.appPorts?.includes(c.port))
+    errors.push(`${nameOf('appPorts')} must not include the sidecar's own ${flagOf('port')} ${c.port}`);
+  if (c.defaultSleepSeconds !== undefined && c.maxSleepSeconds !== undefined && c.defaultSleepSeconds > c.maxSleepSeconds) {
+    errors.push(
+      `${nameOf('defaultSleepSeconds')} must not exceed ${nameOf('maxSleepSeconds')}: ${c.defaultSleepSeconds} > ${c.maxSleepSeconds}`,
+    );
+  }
+  if ('proxyListen' in c && 'proxyUpstream' in c && (c.proxyListen === undefined) !== (c.proxyUpstream === undefined)) {
+    errors.push(`${nameOf('proxyListen')} and ${nameOf('proxyUpstream')} go together: set both or neither`);
+  }
+  const { proxyListen, proxyUpstream } = c;
+  if (proxyUpstream && !isLoopback(proxyUpstream.host)) {
+    errors.push(
+      `${nameOf('proxyUpstream')} must be on loopback (the app in the same pod); got ${proxyUpstream.host.slice(0, 80)}; use 127.0.0.1, ::1 or localhost`,
+    );
+  }
+  if (proxyListen && proxyListen.port !== 0 && proxyListen.port === c.port) {
+    errors.push(`${nameOf('proxyListen')} must not use the sidecar's own ${flagOf('port')} ${c.port}`);
+  }
+  // Forwarding to itself would loop: every request would open another until the sockets run out.
+  if (proxyUpstream && proxyUpstream.port === c.port) {
+    errors.push(`${nameOf('proxyUpstream')} must be the app's port, not the sidecar's own ${flagOf('port')} ${c.port}`);
+  }
+  if (proxyUpstream && proxyListen && proxyUpstream.port === proxyListen.port) {
+    errors.push(
+      `${nameOf('proxyUpstream')} must be the app's port, not the proxy's own ${flagOf('proxyListen')} ${proxyListen.port}`,
+    );
+  }
+  return errors;
 }
 
 /** Builds the configuration from the environment and flags (a flag wins over its variable); every error at once. */
@@ -276,34 +351,14 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>, a
     const raw = flags.get(spec.flag) ?? env[spec.env] ?? spec.default;
     const value = spec.parse(raw);
     if (value instanceof ParseError) {
-      const shown = spec.secret ? '(hidden)' : JSON.stringify(raw);
-      errors.push(`${spec.flag} (${spec.env}) ${value.rule}; got ${shown}`);
+      const shown = spec.secret ? '(hidden)' : JSON.stringify(raw.length > 80 ? `${raw.slice(0, 80)}…` : raw);
+      errors.push(`${nameOf(spec.key)} ${value.rule}; got ${shown}`);
     } else config[spec.key] = value;
   }
+  errors.push(...crossFieldErrors(config as Partial<Config>));
   if (errors.length > 0) return { ok: false, errors };
 
   const c = config as unknown as Config;
-  if (c.appPorts.includes(c.port))
-    errors.push(`--app-ports (DRAIN_APP_PORTS) must not include the sidecar's own --port ${c.port}`);
-  if (c.defaultSleepSeconds > c.maxSleepSeconds) {
-    errors.push(
-      `--default-sleep-seconds (DRAIN_DEFAULT_SLEEP_SECONDS) must not exceed --max-sleep-seconds (DRAIN_MAX_SLEEP_SECONDS): ${c.defaultSleepSeconds} > ${c.maxSleepSeconds}`,
-    );
-  }
-  if ((c.proxyListen === undefined) !== (c.proxyUpstream === undefined)) {
-    errors.push(
-      '--proxy-listen (DRAIN_PROXY_LISTEN) and --proxy-upstream (DRAIN_PROXY_UPSTREAM) go together: set both or neither',
-    );
-  }
-  if (c.proxyUpstream && !LOOPBACK.test(c.proxyUpstream.host)) {
-    errors.push(
-      `--proxy-upstream (DRAIN_PROXY_UPSTREAM) must be on loopback (the app in the same pod); got ${c.proxyUpstream.host}`,
-    );
-  }
-  if (c.proxyListen && c.proxyListen.port !== 0 && c.proxyListen.port === c.port) {
-    errors.push(`--proxy-listen (DRAIN_PROXY_LISTEN) must not use the sidecar's own --port ${c.port}`);
-  }
-  if (errors.length > 0) return { ok: false, errors };
   if (c.proxyUpstream && c.appPorts.length === 0) c.appPorts = [c.proxyUpstream.port];
   return { ok: true, config: c, warnings: budgetWarnings(c) };
 }

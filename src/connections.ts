@@ -59,8 +59,30 @@ export interface ConnectionsDeps {
   log: Logger;
   metrics: Metrics;
   pollMs: number;
-  /** True from the first hook call (or SIGTERM) of a termination until the sidecar exits; see sidecar.ts. */
+  /** True while the pod is terminating (src/termination.ts): what arrives then is late. */
   inTermination: () => boolean;
+}
+
+/** One read of the sockets on the app ports. */
+export interface SocketRead {
+  signal: Signal;
+  sockets: AppSocket[];
+  /** Monotonic time of the read, taken as soon as the kernel answered (tcp_info's times count back from then). */
+  at: number;
+}
+
+/** What the comparison keeps of a read: when it was, and each socket's segments received. */
+export interface Baseline {
+  at: number;
+  segments: ReadonlyMap<string | number, number>;
+}
+
+export interface Comparison {
+  snapshot: Snapshot;
+  /** The next baseline. */
+  baseline: Baseline;
+  /** When the app last heard from a client on a socket that changed since the baseline; -Infinity when none did. */
+  heard: number;
 }
 
 // Timers fire late under load; a read this much past two poll intervals still counts as the previous one.
@@ -69,7 +91,7 @@ const STALE_SLACK_MS = 250;
 const TIME_WAIT_MS = 60_000;
 
 /** One socket on an app port, from either source. */
-interface AppSocket {
+export interface AppSocket {
   id: string | number;
   localPort: number;
   remotePort: number;
@@ -101,16 +123,88 @@ function inFlight(s: AppSocket): boolean {
   return lastDataReceivedMs < lastDataSentMs || (dataSegmentsIn > 0 && dataSegmentsOut === 0);
 }
 
+const isRecent = (baseline: Baseline, at: number, pollMs: number) => at - baseline.at <= 2 * pollMs + STALE_SLACK_MS;
+
+/**
+ * Compares one read of the app's sockets with the baseline, the previous read that moved it. Pure. Only a recent
+ * baseline tells what is new: after a pause (no termination, no polls), whatever is there now is the new baseline.
+ */
+export function compare(
+  read: SocketRead,
+  baseline: Baseline | undefined,
+  { appPorts, ownPort, pollMs }: Pick<ConnectionsDeps, 'appPorts' | 'ownPort' | 'pollMs'>,
+): Comparison {
+  const now = read.at;
+  const withInfo = read.signal === 'sock_diag';
+  const recent = baseline && isRecent(baseline, now, pollMs) ? baseline : undefined;
+  const byPort = new Map<number, PortStats>(
+    appPorts.map((port) => [
+      port,
+      {
+        port,
+        established: 0,
+        states: {},
+        listening: false,
+        acceptQueue: 0,
+        newConnections: 0,
+        ...(withInfo && { newSegments: 0, inFlight: 0 }),
+      },
+    ]),
+  );
+  const segmentsNow = new Map<string | number, number>();
+  let heard = Number.NEGATIVE_INFINITY;
+  for (const s of read.sockets) {
+    const stats = byPort.get(s.localPort);
+    if (!stats) continue;
+    if (s.state === 'LISTEN') {
+      stats.listening = true;
+      stats.acceptQueue += s.rxQueue;
+      continue;
+    }
+    if (s.remotePort === ownPort) continue;
+    stats.states[s.state] = (stats.states[s.state] ?? 0) + 1;
+    if (s.state === 'ESTABLISHED') stats.established++;
+    const segments = s.info?.dataSegmentsIn ?? 0;
+    const before = baseline?.segments.get(s.id);
+    segmentsNow.set(s.id, segments);
+    const isNew = recent !== undefined && before === undefined;
+    // Payload since the baseline. A socket that lost its tcp_info since (now TIME_WAIT) is a close, not a request.
+    const received = !recent ? 0 : isNew ? segments : Math.max(0, segments - (before ?? 0));
+    if (isNew) stats.newConnections++;
+    if (stats.newSegments !== undefined) stats.newSegments += received;
+    if (stats.inFlight !== undefined && inFlight(s)) stats.inFlight++;
+    // Only a socket that changed: an unchanged one's times, rounded to the kernel's tick, could fall after a baseline.
+    if (isNew || received > 0) heard = Math.max(heard, lastHeard(s, now));
+  }
+  const ports = [...byPort.values()];
+  return {
+    snapshot: {
+      at: now,
+      ports,
+      established: ports.reduce((n, p) => n + p.established, 0),
+      listening: ports.some((p) => p.listening),
+      signal: read.signal,
+    },
+    baseline: { at: now, segments: segmentsNow },
+    heard,
+  };
+}
+
+/**
+ * The app's sockets over time. Two kinds of read: peek() looks and changes nothing (status, scrapes, the shutdown's
+ * check); poll() moves the baseline and, during a termination, counts what arrived since the previous poll. Only polls
+ * count, so what a drain reports does not depend on who else looked in between.
+ */
 export class Connections {
-  /** The previous read's sockets: id to segments received. */
-  #previous = new Map<string | number, number>();
+  #baseline: Baseline | undefined;
+  #outRsts: number | undefined;
   #sockDiag: SockDiag | undefined;
   #latest: Snapshot | undefined;
   #available: boolean;
   #lastArrivalAt = Number.NEGATIVE_INFINITY;
   #lateTotal = 0;
   #lateSegments = 0;
-  #outRsts: number | undefined;
+  #timer: unknown;
   #polling = false;
   readonly #ports: ReadonlySet<number>;
   readonly #deps: ConnectionsDeps;
@@ -137,33 +231,66 @@ export class Connections {
     return this.#lateTotal;
   }
 
+  /** The sockets now, or a read no older than maxAgeMs (one read serves a whole scrape); changes no count or baseline. */
+  peek(maxAgeMs = 0): Snapshot | undefined {
+    const latest = this.#latest;
+    if (latest && maxAgeMs > 0 && this.#deps.clock.now() - latest.at <= maxAgeMs) return latest;
+    const read = this.#readSockets();
+    if (!read) return undefined;
+    this.#latest = compare(read.sockets, this.#baseline, this.#deps).snapshot;
+    return this.#latest;
+  }
+
+  /** Sets the scrape-time gauges from a read no older than maxAgeMs. */
+  updateGauges(maxAgeMs: number): void {
+    const { appConnections, appListening, appAcceptQueue, connectionTracking, activityTracking } = this.#deps.metrics;
+    const snapshot = this.peek(maxAgeMs);
+    for (const gauge of [appConnections, appListening, appAcceptQueue]) gauge.reset();
+    for (const p of snapshot?.ports ?? []) {
+      const port = String(p.port);
+      appConnections.set({ port }, p.established);
+      appListening.set({ port }, Number(p.listening));
+      appAcceptQueue.set({ port }, p.acceptQueue);
+    }
+    connectionTracking.set(snapshot ? 1 : 0);
+    activityTracking.set(snapshot?.signal === 'sock_diag' ? 1 : 0);
+  }
+
   /**
-   * For /drain, on a fresh read: true while a request is in flight; without tcp_info, which hides requests on pooled
+   * Reads the sockets, compares them with the previous poll and moves the baseline; during a termination, counts the
+   * connections and payload that arrived since (late arrivals) and the resets sent with no app listener (refused).
+   */
+  poll(): Snapshot | undefined {
+    const read = this.#readSockets();
+    if (!read) return undefined;
+    const { snapshot, baseline, heard } = compare(read.sockets, this.#baseline, this.#deps);
+    // Resets are counted only against a recent poll, as connections are.
+    if (this.#deps.inTermination()) this.#countLate(snapshot, heard, this.#isRecent(read.sockets.at) ? read.outRsts : undefined);
+    this.#outRsts = read.outRsts;
+    this.#baseline = baseline;
+    this.#latest = snapshot;
+    return snapshot;
+  }
+
+  /**
+   * For /drain, on a fresh poll: true while a request is in flight; without tcp_info, which hides requests on pooled
    * connections, while any connection is established.
    */
-  busy(): boolean {
-    const snapshot = this.current();
+  pollBusy(): boolean {
+    const snapshot = this.poll();
     if (!snapshot) return false;
     return snapshot.ports.some((p) => (p.inFlight ?? p.established) > 0);
   }
 
-  /** A snapshot no older than maxAgeMs (one read serves a whole scrape); undefined when unavailable. */
-  current(maxAgeMs = 0): Snapshot | undefined {
-    if (!this.#available) return undefined;
-    const latest = this.#latest;
-    if (latest && maxAgeMs > 0 && this.#deps.clock.now() - latest.at <= maxAgeMs) return latest;
-    return this.#read();
-  }
-
   /** Takes a baseline now; the returned function gives what the traffic did since (for an episode or one hook call). */
   traffic(startedAt: number): (() => EpisodeTraffic) | undefined {
-    // Fresh reads: a cached one taken before a connection arrived would make that connection look late.
-    const atStart = this.current();
+    // Fresh polls: a cached read taken before a connection arrived would make that connection look late.
+    const atStart = this.poll();
     if (!atStart) return undefined;
     const lateAtStart = this.#lateTotal;
     const segmentsAtStart = this.#lateSegments;
     return () => {
-      const atEnd = this.current() ?? atStart;
+      const atEnd = this.poll() ?? atStart;
       return {
         connectionsAtStart: atStart.established,
         connectionsAtEnd: atEnd.established,
@@ -174,7 +301,7 @@ export class Connections {
     };
   }
 
-  /** Polls while a termination lasts; called whenever a drain starts or ends. */
+  /** Polls while a termination lasts; called whenever a drain starts or ends, and at SIGTERM. */
   watch(): void {
     if (this.#polling || !this.#available) return;
     this.#polling = true;
@@ -183,17 +310,57 @@ export class Connections {
         this.#polling = false;
         return;
       }
-      this.#read();
-      this.#deps.clock.setTimeout(tick, this.#deps.pollMs);
+      this.poll();
+      this.#timer = this.#deps.clock.setTimeout(tick, this.#deps.pollMs);
     };
     tick();
   }
 
+  /** Stops polling. */
+  stop(): void {
+    this.#deps.clock.clearTimeout(this.#timer);
+    this.#available = false;
+  }
+
+  #isRecent(at: number): boolean {
+    return this.#baseline !== undefined && isRecent(this.#baseline, at, this.#deps.pollMs);
+  }
+
+  #countLate(snapshot: Snapshot, heard: number, outRsts: number | undefined): void {
+    const { metrics } = this.#deps;
+    this.#lastArrivalAt = Math.max(this.#lastArrivalAt, heard);
+    for (const p of snapshot.ports) {
+      const port = String(p.port);
+      this.#lateTotal += p.newConnections;
+      metrics.lateConnections.inc({ port }, p.newConnections);
+      this.#lateSegments += p.newSegments ?? 0;
+      metrics.lateRequestsEstimate.inc({ port }, p.newSegments ?? 0);
+    }
+    // Resets sent since the previous poll, when no app port has a listener now: mostly refused connection attempts. The
+    // first interval after the app's exit counts too; the app's own closing sends FINs, not resets.
+    const refused = outRsts !== undefined && this.#outRsts !== undefined ? outRsts - this.#outRsts : 0;
+    if (refused > 0 && !snapshot.listening) metrics.refusedEstimate.inc(refused);
+  }
+
   /**
-   * The sockets on the app ports: through sock_diag while it works, from /proc/net/tcp and tcp6 otherwise; with the time
-   * of the read, taken as soon as the kernel answered (tcp_info's times count back from then).
+   * The sockets on the app ports (through sock_diag while it works, from /proc/net/tcp and tcp6 otherwise) and the
+   * namespace's reset counter; undefined, and tracking off for good, when the kernel's tables cannot be read.
    */
-  #sockets(): { signal: Signal; sockets: AppSocket[]; at: number } {
+  #readSockets(): { sockets: SocketRead; outRsts: number | undefined } | undefined {
+    if (!this.#available) return undefined;
+    const { procNetDir, log } = this.#deps;
+    try {
+      const sockets = this.#sockets();
+      const outRsts = parseNetCounter(readProcNet(procNetDir, 'snmp'), 'Tcp', 'OutRsts');
+      return { sockets, outRsts };
+    } catch (err) {
+      this.#available = false;
+      log.warn({ err }, 'cannot read /proc/net; connection tracking is off and /drain waits its min');
+      return undefined;
+    }
+  }
+
+  #sockets(): SocketRead {
     const { procNetDir, appPorts, log, clock } = this.#deps;
     if (this.#sockDiag) {
       try {
@@ -214,92 +381,5 @@ export class Connections {
       at: clock.now(),
       sockets: sockets.map((s) => ({ ...s, id: `${s.localAddress} ${s.localPort} ${s.remoteAddress} ${s.remotePort}` })),
     };
-  }
-
-  #read(): Snapshot | undefined {
-    const { procNetDir, appPorts, ownPort, inTermination, metrics, pollMs } = this.#deps;
-    let read: { signal: Signal; sockets: AppSocket[]; at: number };
-    let snmp: string;
-    try {
-      read = this.#sockets();
-      snmp = readProcNet(procNetDir, 'snmp');
-    } catch (err) {
-      this.#available = false;
-      this.#deps.log.warn({ err }, 'cannot read /proc/net; connection tracking is off and /drain waits its min');
-      return undefined;
-    }
-
-    const now = read.at;
-    const withInfo = read.signal === 'sock_diag';
-    // Only a recent read tells what is new: after a pause, whatever is there now is the new baseline.
-    const previous = this.#latest && now - this.#latest.at <= 2 * pollMs + STALE_SLACK_MS ? this.#latest : undefined;
-    const byPort = new Map<number, PortStats>(
-      appPorts.map((port) => [
-        port,
-        {
-          port,
-          established: 0,
-          states: {},
-          listening: false,
-          acceptQueue: 0,
-          newConnections: 0,
-          ...(withInfo && { newSegments: 0, inFlight: 0 }),
-        },
-      ]),
-    );
-    const seen = new Map<string | number, number>();
-    let heard = Number.NEGATIVE_INFINITY;
-    for (const s of read.sockets) {
-      const stats = byPort.get(s.localPort) as PortStats;
-      if (s.state === 'LISTEN') {
-        stats.listening = true;
-        stats.acceptQueue += s.rxQueue;
-        continue;
-      }
-      if (s.remotePort === ownPort) continue;
-      stats.states[s.state] = (stats.states[s.state] ?? 0) + 1;
-      if (s.state === 'ESTABLISHED') stats.established++;
-      const segments = s.info?.dataSegmentsIn ?? 0;
-      const before = this.#previous.get(s.id);
-      seen.set(s.id, segments);
-      const isNew = previous !== undefined && before === undefined;
-      // Payload since the previous read. A socket that lost its tcp_info since (now TIME_WAIT) is a close, not a request.
-      const received = !previous ? 0 : isNew ? segments : Math.max(0, segments - (before ?? 0));
-      if (isNew) stats.newConnections++;
-      if (stats.newSegments !== undefined) stats.newSegments += received;
-      if (stats.inFlight !== undefined && inFlight(s)) stats.inFlight++;
-      // Only a socket that changed: an unchanged one's times, rounded to the kernel's tick, could fall after a baseline.
-      if (isNew || received > 0) heard = Math.max(heard, lastHeard(s, now));
-    }
-    this.#previous = seen;
-
-    const ports = [...byPort.values()];
-    const snapshot: Snapshot = {
-      at: now,
-      ports,
-      established: ports.reduce((n, p) => n + p.established, 0),
-      listening: ports.some((p) => p.listening),
-      signal: read.signal,
-    };
-
-    const outRsts = parseNetCounter(snmp, 'Tcp', 'OutRsts');
-    if (inTermination()) {
-      this.#lastArrivalAt = Math.max(this.#lastArrivalAt, heard);
-      for (const p of ports) {
-        const port = String(p.port);
-        this.#lateTotal += p.newConnections;
-        metrics.lateConnections.inc({ port }, p.newConnections);
-        this.#lateSegments += p.newSegments ?? 0;
-        metrics.lateRequestsEstimate.inc({ port }, p.newSegments ?? 0);
-      }
-      // Resets sent since the previous read, when no app port has a listener now: mostly refused connection attempts.
-      // (Waiting for two listener-less reads in a row missed the first poll interval after the app's exit, a fifth of
-      // the refusals the drill's client saw; the app's own closing sends FINs, not resets.)
-      const refused = previous && outRsts !== undefined && this.#outRsts !== undefined ? outRsts - this.#outRsts : 0;
-      if (refused > 0 && !snapshot.listening) metrics.refusedEstimate.inc(refused);
-    }
-    this.#outRsts = outRsts;
-    this.#latest = snapshot;
-    return snapshot;
   }
 }

@@ -6,6 +6,7 @@ import { type Clock, delay, toSeconds } from './clock.js';
 import type { Connections, EpisodeTraffic } from './connections.js';
 import type { EndReason, HookEndpoint, HookOutcome, Metrics } from './metrics.js';
 import type { DrainProxy, RequestTraffic } from './proxy.js';
+import { Termination } from './termination.js';
 
 export type Trigger = 'hook' | 'sigterm';
 
@@ -43,6 +44,53 @@ export interface IdleRule {
   isIdle: () => boolean;
 }
 
+export interface IdleRuleOptions {
+  clock: Clock;
+  /** When the /drain call began: arrivals before it do not count against quiet. */
+  startedAt: number;
+  minSeconds: number;
+  quietSeconds: number;
+  pollMs: number;
+  /** Proxy mode: every request is known. */
+  proxy?: Pick<DrainProxy, 'inFlight' | 'lastArrivalAt'>;
+  /** Passive mode, when the app's sockets can be read. */
+  connections?: Pick<Connections, 'pollBusy' | 'lastArrivalAt'>;
+}
+
+/**
+ * /drain's idle rule: nothing in flight and nothing arrived for quietSeconds. Proxy mode knows every request; passive
+ * mode knows when each connection last received payload (sock_diag), or on the /proc/net fallback only connections, so
+ * there idle needs none established (pollBusy says how). Undefined when neither is watched: /drain then waits its min.
+ */
+export function idleRule({
+  clock,
+  startedAt,
+  minSeconds,
+  quietSeconds,
+  pollMs,
+  proxy,
+  connections,
+}: IdleRuleOptions): IdleRule | undefined {
+  const quietSince = (lastArrivalAt: number) => clock.now() - Math.max(startedAt, lastArrivalAt) >= quietSeconds * 1000;
+  const isIdle = proxy
+    ? () => proxy.inFlight === 0 && quietSince(proxy.lastArrivalAt)
+    : connections && (() => !connections.pollBusy() && quietSince(connections.lastArrivalAt));
+  return isIdle && { minMs: minSeconds * 1000, pollMs, isIdle };
+}
+
+// One rule for the level of `hook call finished` and `drain finished`: a wait that ended as designed is info; one cut
+// short by the grace budget, left by its caller, ended at /drain's max with traffic still coming, or opened by SIGTERM
+// with no hook call at all is a warning, since requests may have been lost.
+const END_LEVEL: Record<EndReason, 'info' | 'warn'> = {
+  elapsed: 'info',
+  idle: 'info',
+  deadline: 'warn',
+  budget: 'warn',
+  caller_gone: 'warn',
+  no_hook: 'warn',
+  exit: 'warn',
+};
+
 export interface HoldRequest {
   endpoint: HookEndpoint;
   /** How long the caller asked to be held, after clamping. */
@@ -69,12 +117,14 @@ export interface DrainDeps {
   gracePeriodSeconds: number;
   connections?: Connections;
   proxy?: DrainProxy;
+  /** Shared with whatever counts late arrivals; its own when not given. */
+  termination?: Termination;
 }
 
 export class Drain {
   #current: Episode | undefined;
   #last: EpisodeSummary | undefined;
-  #lastStartedAt = Number.NEGATIVE_INFINITY;
+  readonly #termination: Termination;
   #nextId = 1;
   #inProgress = 0;
   #listeners = new Set<() => void>();
@@ -82,6 +132,7 @@ export class Drain {
 
   constructor(deps: DrainDeps) {
     this.#deps = deps;
+    this.#termination = deps.termination ?? new Termination(deps.clock, deps.gracePeriodSeconds);
   }
 
   get hooksInProgress(): number {
@@ -94,7 +145,7 @@ export class Drain {
 
   /** Monotonic time the latest episode started, or -Infinity. */
   get lastStartedAt(): number {
-    return this.#lastStartedAt;
+    return this.#termination.startedAt;
   }
 
   /**
@@ -102,7 +153,7 @@ export class Drain {
    * still be running (a native sidecar hears SIGTERM only after the app has exited, late in it).
    */
   inTermination(): boolean {
-    return this.#current !== undefined || this.#deps.clock.now() - this.#lastStartedAt < this.#deps.gracePeriodSeconds * 1000;
+    return this.#termination.active;
   }
 
   get lastEpisode(): EpisodeSummary | undefined {
@@ -118,7 +169,7 @@ export class Drain {
   begin(trigger: Trigger): Episode {
     if (this.#current) return this.#current;
     const { clock, metrics, log, gracePeriodSeconds } = this.#deps;
-    const now = clock.now();
+    const now = this.#termination.begin();
     const episode: Episode = {
       id: this.#nextId++,
       trigger,
@@ -131,7 +182,6 @@ export class Drain {
       requests: this.#deps.proxy?.traffic(now),
     };
     this.#current = episode;
-    this.#lastStartedAt = now;
     metrics.draining.set(1);
     log.info({ episode: episode.id, trigger }, 'drain started');
     this.#changed();
@@ -161,10 +211,7 @@ export class Drain {
     metrics.hookCalls.inc({ endpoint: req.endpoint, outcome });
 
     const result = { episode: episode.id, outcome, reason, waitedSeconds };
-    this.#deps.log[reason === 'caller_gone' ? 'warn' : 'info'](
-      { endpoint: req.endpoint, userAgent: req.userAgent, ...result },
-      'hook call finished',
-    );
+    this.#deps.log[END_LEVEL[reason]]({ endpoint: req.endpoint, userAgent: req.userAgent, ...result }, 'hook call finished');
 
     this.#inProgress--;
     metrics.hooksInProgress.set(this.#inProgress);
@@ -209,6 +256,7 @@ export class Drain {
       ...(episode.requests && { requests: episode.requests() }),
     };
     this.#current = undefined;
+    this.#termination.end();
     this.#last = summary;
     metrics.draining.set(0);
     metrics.drainDuration.observe({ reason }, summary.durationSeconds);
@@ -218,8 +266,7 @@ export class Drain {
     }
     const lastRequest = summary.requests?.lastRequestArrivalSeconds;
     if (lastRequest !== undefined && lastRequest !== null) metrics.lastRequestArrival.observe(lastRequest);
-    const quiet = reason === 'elapsed' || reason === 'budget';
-    log[quiet ? 'info' : 'warn'](summary, 'drain finished');
+    log[END_LEVEL[reason]](summary, 'drain finished');
     this.#changed();
     return summary;
   }

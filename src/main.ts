@@ -1,5 +1,6 @@
 // The only module that touches the process: arguments, environment, signals, stdout and exit.
 
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isSea } from 'node:sea';
 import { type Logger, pino } from 'pino';
@@ -7,7 +8,7 @@ import pkg from '../package.json' with { type: 'json' };
 import { systemClock } from './clock.js';
 import { parseConfig, redactConfig, renderHelp } from './config.js';
 import { createSidecar } from './sidecar.js';
-import type { SockDiag } from './sockdiag.js';
+import { isWholeElf, type SockDiag } from './sockdiag.js';
 
 // Exit codes, as the reloaders do: 2 for configuration the user must fix, 1 for a failure at run time.
 const EXIT_CONFIG = 2;
@@ -19,6 +20,8 @@ const SOCK_DIAG_FILE = 'drain-sidecar-sockdiag.node';
 function loadSockDiag(log: Logger): SockDiag | undefined {
   const path = join(dirname(isSea() ? process.execPath : (process.argv[1] ?? '')), SOCK_DIAG_FILE);
   try {
+    if (!isWholeElf(readFileSync(path)))
+      throw new Error('the addon file is truncated or not an ELF shared object for this machine');
     const module = { exports: {} as SockDiag };
     process.dlopen(module, path);
     return module.exports;
@@ -67,8 +70,11 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => sidecar.interrupt());
 
   try {
-    const address = await sidecar.start();
-    log.info({ version: pkg.version, node: process.version, address, config: redactConfig(config) }, 'drain-sidecar started');
+    const { admin, proxy } = await sidecar.start();
+    log.info(
+      { version: pkg.version, node: process.version, address: admin, proxyAddress: proxy, config: redactConfig(config) },
+      'drain-sidecar started',
+    );
   } catch (err) {
     log.fatal({ err }, 'cannot listen');
     process.exit(EXIT_RUNTIME);

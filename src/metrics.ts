@@ -11,7 +11,6 @@ import {
   type OpenMetricsContentType,
   Registry,
 } from 'prom-client';
-import type { PortStats, Snapshot } from './connections.js';
 
 export const METRIC_PREFIX = 'drain_sidecar_';
 
@@ -34,6 +33,7 @@ const DRAIN_BUCKETS = [0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30, 45,
 const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 export const PROXY_CODES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'aborted'] as const;
+export type ProxyCode = (typeof PROXY_CODES)[number];
 export const UPSTREAM_REASONS = ['refused', 'reset', 'timeout', 'other'] as const;
 
 interface MetricSpec {
@@ -76,8 +76,14 @@ export const METRIC_SPECS = {
   invalidRequests: {
     name: `${METRIC_PREFIX}invalid_requests_total`,
     type: 'counter',
-    help: 'Requests for an unknown path or with a wrong method, answered 404 or 405.',
-    labels: { reason: ['not_found', 'method_not_allowed'] },
+    help: 'Requests answered 404 (unknown path), 405 (wrong method), or 400/408/431 because the HTTP parser rejected them (malformed_http; a hook among them is still held).',
+    labels: { reason: ['not_found', 'method_not_allowed', 'malformed_http'] },
+  },
+  shedConnections: {
+    name: `${METRIC_PREFIX}shed_connections_total`,
+    type: 'counter',
+    help: 'Connections closed because a port held its maximum: evicted_idle, the one idle longest, to admit a new one; all_busy, the new one, as every held connection had a request in progress.',
+    labels: { listener: ['admin', 'proxy'], reason: ['evicted_idle', 'all_busy'] },
   },
   appConnections: {
     name: `${METRIC_PREFIX}app_connections`,
@@ -172,8 +178,13 @@ export const METRIC_SPECS = {
   proxyUpstreamErrors: {
     name: `${METRIC_PREFIX}proxy_upstream_errors_total`,
     type: 'counter',
-    help: 'Proxy mode: requests answered 502 outside termination because the app could not be reached, by why.',
+    help: 'Proxy mode: requests the app failed, by why: answered 502 outside termination because the app could not be reached, or cut off because the app failed after its answer had begun.',
     labels: { reason: UPSTREAM_REASONS },
+  },
+  proxyRejected: {
+    name: `${METRIC_PREFIX}proxy_rejected_requests_total`,
+    type: 'counter',
+    help: 'Proxy mode: requests not forwarded because their body could not be framed unambiguously for the app (a Transfer-Encoding other than chunked, an Upgrade with a body) or they cannot be written as HTTP/1.1; answered 400 or 501.',
   },
   buildInfo: {
     name: `${METRIC_PREFIX}build_info`,
@@ -206,9 +217,7 @@ function labelCombinations(labels: Record<string, readonly string[]>, runtimeVal
   return combos;
 }
 
-type Collect = (this: Gauge) => void;
-
-function create(spec: MetricSpec, registry: Registry, runtimeValues: Record<string, string[]>, collect?: Collect) {
+function create(spec: MetricSpec, registry: Registry, runtimeValues: Record<string, string[]>) {
   const config = { name: spec.name, help: spec.help, labelNames: Object.keys(spec.labels ?? {}), registers: [registry] };
   const combos = labelCombinations(spec.labels ?? {}, runtimeValues);
   switch (spec.type) {
@@ -218,7 +227,7 @@ function create(spec: MetricSpec, registry: Registry, runtimeValues: Record<stri
       return counter;
     }
     case 'gauge':
-      return new Gauge({ ...config, ...(collect && { collect }) });
+      return new Gauge(config);
     case 'histogram': {
       const histogram = new Histogram({ ...config, buckets: spec.buckets });
       for (const labels of combos) histogram.zero(labels);
@@ -235,41 +244,19 @@ export interface MetricSources {
   version: string;
   nodeVersion: string;
   appPorts: number[];
-  /** The app's connections at scrape time; undefined when they are not watched. */
-  snapshot: () => Snapshot | undefined;
 }
 
-/** Gauges read when scraped: one /proc read serves them all (Connections#current caches it briefly). */
-function scrapeTimeGauges(snapshot: MetricSources['snapshot']): Partial<Record<keyof typeof METRIC_SPECS, Collect>> {
-  const perPort = (value: (p: PortStats) => number): Collect =>
-    function (this: Gauge) {
-      this.reset();
-      for (const p of snapshot()?.ports ?? []) this.set({ port: String(p.port) }, value(p));
-    };
-  return {
-    appConnections: perPort((p) => p.established),
-    appListening: perPort((p) => Number(p.listening)),
-    appAcceptQueue: perPort((p) => p.acceptQueue),
-    connectionTracking: function (this: Gauge) {
-      this.set(snapshot() ? 1 : 0);
-    },
-    activityTracking: function (this: Gauge) {
-      this.set(snapshot()?.signal === 'sock_diag' ? 1 : 0);
-    },
-  };
-}
-
+/**
+ * Creates every metric on the registry. The app_* gauges are set by their owner (Connections#updateGauges) right before
+ * a scrape is rendered, so this module knows nothing of where the figures come from.
+ */
 export function createMetrics(registry: Registry, sources: MetricSources): Metrics {
   collectDefaultMetrics({ register: registry });
   for (const name of REJECTED_DEFAULT_METRICS) registry.removeSingleMetric(name);
 
   const runtimeValues = { port: sources.appPorts.map(String) };
-  const collects = scrapeTimeGauges(sources.snapshot);
   const metrics = Object.fromEntries(
-    Object.entries(METRIC_SPECS).map(([key, spec]) => [
-      key,
-      create(spec, registry, runtimeValues, collects[key as keyof typeof METRIC_SPECS]),
-    ]),
+    Object.entries(METRIC_SPECS).map(([key, spec]) => [key, create(spec, registry, runtimeValues)]),
   ) as unknown as Metrics;
   metrics.buildInfo.set({ version: sources.version, node_version: sources.nodeVersion }, 1);
   return metrics;

@@ -74,6 +74,9 @@ export function parseDrainParams(query: URLSearchParams, config: DrainDefaults):
   if (requested.min !== undefined && requested.max !== undefined && requested.min > requested.max) {
     problems.push(`min (${requested.min}) must not exceed max (${requested.max})`);
   }
+  if (requested.min !== undefined && requested.max === undefined && requested.min > config.defaultSleepSeconds) {
+    problems.push(`min (${requested.min}) must not exceed the default max (${config.defaultSleepSeconds}); give max too`);
+  }
   const given = problems.length === 0 ? requested : { min: undefined, max: undefined, quiet: undefined };
   const max = given.max ?? config.defaultSleepSeconds;
   // A max below the default min, given alone, lowers the min with it.

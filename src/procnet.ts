@@ -1,7 +1,7 @@
 // The kernel's socket tables for the pod's network namespace: /proc/net/tcp, /proc/net/tcp6 and /proc/net/snmp. tcp and
 // tcp6 are the fallback when the sock_diag addon cannot be used (src/sockdiag.ts).
 
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 // include/net/tcp_states.h
@@ -88,10 +88,16 @@ export function parseNetCounter(text: string, section: string, field: string): n
 
 /**
  * Reads one file of a /proc/net directory whole. The kernel hands these tables out one page per read() call whatever the
- * buffer size, resuming where the last call stopped (measured on 6.18: 372 calls for 1.5 MB with a 4 KiB or an 8 MiB
- * buffer, the same time), so Node's chunked read costs no more than one large buffer would (measured with
- * bench/procnet.mjs, now part of bench/signals.mjs; see its history).
+ * buffer size, resuming where the last call stopped (372 calls for 1.5 MB with a 4 KiB or an 8 MiB buffer, the same
+ * time, on Linux 6.18), so Node's chunked read costs no more than one large buffer would. Anything but a regular file is
+ * refused before it is read: a FIFO or a device in a misconfigured DRAIN_PROC_NET_DIR would block the sidecar for good.
  */
 export function readProcNet(dir: string, file: 'tcp' | 'tcp6' | 'snmp'): string {
-  return readFileSync(join(dir, file), 'latin1');
+  const fd = openSync(join(dir, file), constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error(`${join(dir, file)} is not a regular file`);
+    return readFileSync(fd, 'latin1');
+  } finally {
+    closeSync(fd);
+  }
 }

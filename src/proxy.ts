@@ -12,13 +12,16 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { type Clock, secondsSince } from './clock.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics, ProxyCode, UPSTREAM_REASONS } from './metrics.js';
+import { boundConnections } from './server.js';
 
 export interface ProxyDeps {
   upstream: { host: string; port: number };
+  /** Client connections held at once; see boundConnections. */
+  maxConnections: number;
   clock: Clock;
   log: Logger;
   metrics: Metrics;
@@ -49,9 +52,11 @@ const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
 ]);
-// Bounded waits: for a tunnelled connection to the app, and for the app to answer a request.
-const CONNECT_TIMEOUT_MS = 5_000;
+// Bounded wait for the app to answer a request (or an Upgrade).
 const RESPONSE_TIMEOUT_MS = 60_000;
+// A request head from a load balancer arrives at once. No bound on the whole request: uploads may take long, and each
+// one holds a connection the connection bound counts as busy.
+const PROXY_SERVER_OPTIONS = { headersTimeout: 10_000, requestTimeout: 0, connectionsCheckingInterval: 1_000 };
 // Keep-alive sockets to the app: enough for a busy pod, a bound all the same.
 const MAX_UPSTREAM_SOCKETS = 512;
 const RETRY_AFTER_SECONDS = '1';
@@ -69,13 +74,28 @@ function forwardable(headers: IncomingHttpHeaders): Record<string, string | stri
   return out;
 }
 
+type UpstreamReason = (typeof UPSTREAM_REASONS)[number];
+
 /** Why the app could not be reached, as a bounded label value. */
-function upstreamReason(err: NodeJS.ErrnoException): 'refused' | 'reset' | 'timeout' | 'other' {
+function upstreamReason(err: NodeJS.ErrnoException): UpstreamReason {
   if (err.code === 'ECONNREFUSED') return 'refused';
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return 'reset';
   if (err.code === 'ETIMEDOUT' || err.code === 'UPSTREAM_TIMEOUT') return 'timeout';
   return 'other';
 }
+
+/** The status class label of an answer. */
+const codeClass = (status: number): ProxyCode =>
+  status >= 100 && status < 600 ? (`${Math.floor(status / 100)}xx` as ProxyCode) : '5xx';
+
+/** An answer written straight to a socket that is closed after it: for the tunnel path, where no ServerResponse exists. */
+function rawAnswer(status: number, reason: string, headers: Record<string, string>, body = ''): string {
+  const lines = [`HTTP/1.1 ${status} ${reason}`, 'connection: close', `content-length: ${Buffer.byteLength(body)}`];
+  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}
+
+const jsonError = (error: string, message: string, hint: string) => JSON.stringify({ error, message, hint });
 
 export class DrainProxy {
   readonly server: Server;
@@ -84,13 +104,18 @@ export class DrainProxy {
   #refusedTotal = 0;
   #lastArrivalAt = Number.NEGATIVE_INFINITY;
   #appDown = false;
+  /** Client sockets handed over for an Upgrade. */
+  readonly #tunnels = new Set<Socket>();
   readonly #agent = new Agent({ keepAlive: true, maxSockets: MAX_UPSTREAM_SOCKETS, noDelay: true });
   readonly #deps: ProxyDeps;
 
   constructor(deps: ProxyDeps) {
     this.#deps = deps;
-    this.server = createServer((req, res) => this.#forward(req, res));
+    this.server = createServer(PROXY_SERVER_OPTIONS, (req, res) => this.#forward(req, res));
     this.server.on('upgrade', (req, socket, head) => this.#tunnel(req, socket as Socket, head));
+    boundConnections(this.server, deps.maxConnections, (reason) =>
+      deps.metrics.shedConnections.inc({ listener: 'proxy', reason }),
+    );
   }
 
   get inFlight(): number {
@@ -116,10 +141,14 @@ export class DrainProxy {
     });
   }
 
-  close(): void {
-    this.server.close();
-    this.server.closeAllConnections();
-    this.#agent.destroy();
+  /** Closes the port, every client connection (tunnels too, which the server no longer tracks) and the upstream pool. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+      for (const socket of this.#tunnels) socket.destroy();
+      this.#agent.destroy();
+    });
   }
 
   #arrived(): void {
@@ -129,6 +158,18 @@ export class DrainProxy {
     this.#deps.metrics.proxyLateRequests.inc();
   }
 
+  /** The request's headers as the app gets them: hop-by-hop ones dropped, X-Forwarded-* added. */
+  #upstreamHeaders(req: IncomingMessage): Record<string, string | string[]> {
+    const headers = forwardable(req.headers);
+    const peer = req.socket.remoteAddress ?? '';
+    const prior = req.headers['x-forwarded-for'];
+    headers['x-forwarded-for'] = prior ? `${prior}, ${peer}` : peer;
+    // A load balancer that terminated TLS sets these for the app; the proxy's port is reachable by it alone (see README).
+    headers['x-forwarded-proto'] ??= 'http';
+    if (req.headers.host) headers['x-forwarded-host'] ??= req.headers.host;
+    return headers;
+  }
+
   #forward(req: IncomingMessage, res: ServerResponse): void {
     const { upstream, clock, metrics, inTermination } = this.#deps;
     const start = clock.now();
@@ -136,31 +177,62 @@ export class DrainProxy {
     this.#inFlight++;
     metrics.proxyInFlight.inc();
     let done = false;
-    const finish = (codeClass: string) => {
+    const finish = (code: ProxyCode) => {
       if (done) return;
       done = true;
       this.#inFlight--;
       metrics.proxyInFlight.dec();
-      metrics.proxyRequests.inc({ code: codeClass });
+      metrics.proxyRequests.inc({ code });
       metrics.proxyRequestDuration.observe((clock.now() - start) / 1000);
     };
 
-    const headers = forwardable(req.headers);
-    const peer = req.socket.remoteAddress ?? '';
-    const prior = req.headers['x-forwarded-for'];
-    headers['x-forwarded-for'] = prior ? `${prior}, ${peer}` : peer;
-    headers['x-forwarded-proto'] ??= 'http';
-    if (req.headers.host) headers['x-forwarded-host'] ??= req.headers.host;
+    const headers = this.#upstreamHeaders(req);
+    // Framing: the body goes on exactly as this server's parser delimited it, whatever the method. Node's client frames
+    // a body by Content-Length (kept) or, for a chunked one, only for methods it expects a body on; for any other
+    // (GET, DELETE, OPTIONS...) it would send the bytes unframed and the app would read them as a second request.
+    const te = req.headers['transfer-encoding'];
+    if (te !== undefined) {
+      // The parser accepts only codings that end in chunked; it removes chunked alone, so any other coding (gzip,
+      // chunked) would reach the app undeclared. Refused rather than guessed.
+      if (te.trim().toLowerCase() !== 'chunked') {
+        this.#reject(
+          req,
+          res,
+          finish,
+          501,
+          'transfer-encoding',
+          `Transfer-Encoding ${JSON.stringify(te.slice(0, 40))} is not forwarded`,
+          'send the body with Content-Length or Transfer-Encoding: chunked alone',
+        );
+        return;
+      }
+      headers['transfer-encoding'] = 'chunked';
+    }
 
-    // The app is on loopback: a connection is accepted or refused at once, so one bound on silence covers both.
-    const up = request({
-      ...upstream,
-      method: req.method,
-      path: req.url,
-      headers,
-      agent: this.#agent,
-      timeout: RESPONSE_TIMEOUT_MS,
-    });
+    let up: ReturnType<typeof request>;
+    try {
+      // The app is on loopback: a connection is accepted or refused at once, so one bound on silence covers both.
+      up = request({ ...upstream, method: req.method, path: req.url, headers, agent: this.#agent, timeout: RESPONSE_TIMEOUT_MS });
+    } catch {
+      // Node's client refuses what it cannot write as HTTP (a character its parser let through in a header).
+      this.#reject(
+        req,
+        res,
+        finish,
+        400,
+        'bad_request',
+        'the request cannot be forwarded as HTTP/1.1',
+        'send valid header names and values',
+      );
+      return;
+    }
+    // The app failed after its answer began: the client sees a cut-off answer. An upstream error, whatever the phase.
+    const cutOff = (err: NodeJS.ErrnoException) => {
+      if (done) return;
+      metrics.proxyUpstreamErrors.inc({ reason: upstreamReason(err) });
+      finish('5xx');
+      res.destroy(err);
+    };
     up.on('timeout', () => up.destroy(Object.assign(new Error('upstream timeout'), { code: 'UPSTREAM_TIMEOUT' })));
     up.on('response', (answer) => {
       if (this.#appDown) this.#deps.log.info('app reachable again');
@@ -171,14 +243,14 @@ export class DrainProxy {
       // pipe, not stream.pipeline: ~11,000 instead of ~7,000 requests/s in bench/proxy.mjs; the close handlers below
       // cover what pipeline would.
       answer.pipe(res);
-      answer.on('error', (err) => res.destroy(err));
-      res.once('finish', () => finish(`${String(answer.statusCode ?? 502)[0]}xx`));
+      answer.on('error', cutOff);
+      res.once('finish', () => finish(codeClass(answer.statusCode ?? 502)));
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
       // The client went away first and the request to the app was aborted for it: nothing failed on the app's side.
       if (done) return;
-      if (res.headersSent) res.destroy(err);
-      else this.#refuse(res, upstreamReason(err));
+      if (res.headersSent) return cutOff(err);
+      this.#refuse(res, upstreamReason(err));
       finish('5xx');
     });
     // A client that goes away aborts the request to the app.
@@ -190,8 +262,25 @@ export class DrainProxy {
     req.pipe(up);
   }
 
+  /** Answers a request the proxy will not forward; the connection closes after it, as its body may be unread. */
+  #reject(
+    req: IncomingMessage,
+    res: ServerResponse,
+    finish: (code: ProxyCode) => void,
+    status: 400 | 501,
+    error: string,
+    message: string,
+    hint: string,
+  ): void {
+    this.#deps.metrics.proxyRejected.inc();
+    this.#deps.log.warn({ status, error, method: req.method }, 'request not forwarded');
+    res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+    res.end(jsonError(error, message, hint));
+    finish(codeClass(status));
+  }
+
   /** Counts a request the app could not answer: refused during a termination (true), an upstream error otherwise. */
-  #failed(reason: ReturnType<typeof upstreamReason>): boolean {
+  #failed(reason: UpstreamReason): boolean {
     const { metrics, inTermination } = this.#deps;
     if (!inTermination()) {
       metrics.proxyUpstreamErrors.inc({ reason });
@@ -203,46 +292,86 @@ export class DrainProxy {
   }
 
   /** The app could not answer: 503 during a termination, 502 otherwise. */
-  #refuse(res: ServerResponse, reason: ReturnType<typeof upstreamReason>): void {
+  #refuse(res: ServerResponse, reason: UpstreamReason): void {
     if (this.#failed(reason)) {
       res.writeHead(503, { 'content-type': 'application/json', connection: 'close', 'retry-after': RETRY_AFTER_SECONDS });
-      res.end(
-        JSON.stringify({ error: 'terminating', message: `the app is gone (${reason})`, hint: 'retry: another pod serves' }),
-      );
+      res.end(jsonError('terminating', `the app is gone (${reason})`, 'retry: another pod serves'));
       return;
     }
     // Once per outage, not once per request: the counter has the count.
     if (!this.#appDown) this.#deps.log.warn({ reason }, 'app unreachable');
     this.#appDown = true;
     res.writeHead(502, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ error: 'bad_gateway', message: `the app could not be reached (${reason})`, hint: 'see the app' }));
+    res.end(jsonError('bad_gateway', `the app could not be reached (${reason})`, 'see the app'));
   }
 
-  /** Upgrade (WebSocket): the request head is replayed to the app, then bytes flow both ways untouched. */
+  /**
+   * Upgrade (WebSocket): the request goes to the app through Node's client, framed as any other; on 101 the two sockets
+   * are joined and bytes flow both ways untouched. Any other answer is an ordinary response: it is relayed and the
+   * connection closes, so no later request on it can pass the proxy as raw tunnel bytes.
+   */
   #tunnel(req: IncomingMessage, client: Socket, head: Buffer): void {
     const { upstream } = this.#deps;
     this.#arrived();
-    const app = connect(upstream.port, upstream.host, () => {
-      const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
-      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-      app.write(`${lines.join('\r\n')}\r\n\r\n`);
+    this.#tunnels.add(client);
+    client.once('close', () => this.#tunnels.delete(client));
+    client.on('error', () => client.destroy());
+    const reject = (message: string, hint: string) => {
+      this.#deps.metrics.proxyRejected.inc();
+      client.end(rawAnswer(400, 'Bad Request', { 'content-type': 'application/json' }, jsonError('bad_request', message, hint)));
+    };
+    // Bytes after the head would reach the app only after a 101, as tunnel data: a body here has no unambiguous framing.
+    if (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0) {
+      reject('an Upgrade request with a body is not forwarded', 'send the Upgrade request without a body');
+      return;
+    }
+    const headers = this.#upstreamHeaders(req);
+    headers.connection = 'upgrade';
+    headers.upgrade = String(req.headers.upgrade);
+    let up: ReturnType<typeof request>;
+    try {
+      up = request({ ...upstream, method: req.method, path: req.url, headers, agent: false, timeout: RESPONSE_TIMEOUT_MS });
+    } catch {
+      reject('the request cannot be forwarded as HTTP/1.1', 'send valid header names and values');
+      return;
+    }
+    up.on('timeout', () => up.destroy(Object.assign(new Error('upstream timeout'), { code: 'UPSTREAM_TIMEOUT' })));
+    up.on('upgrade', (answer, app, appHead) => {
+      const lines = [`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage}`];
+      for (let i = 0; i < answer.rawHeaders.length; i += 2) lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
+      client.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (appHead.length > 0) client.write(appHead);
       if (head.length > 0) app.write(head);
       app.pipe(client);
       client.pipe(app);
+      const close = () => {
+        app.destroy();
+        client.destroy();
+      };
+      app.on('error', close);
+      app.on('close', close);
+      client.on('close', close);
     });
-    app.setTimeout(CONNECT_TIMEOUT_MS, () => app.destroy());
-    app.once('connect', () => app.setTimeout(0));
-    const close = () => {
-      app.destroy();
-      client.destroy();
-    };
-    app.on('error', (err: NodeJS.ErrnoException) => {
-      const status = this.#failed(upstreamReason(err)) ? '503 Service Unavailable' : '502 Bad Gateway';
-      if (!client.writableEnded) client.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-      close();
+    up.on('response', (answer) => {
+      const out = forwardable(answer.headers);
+      const lines = [`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage}`, 'connection: close'];
+      // Without Content-Length the body ends when the connection closes (RFC 9112 section 6.3).
+      for (const [name, value] of Object.entries(out)) for (const v of [value].flat()) lines.push(`${name}: ${v}`);
+      client.write(`${lines.join('\r\n')}\r\n\r\n`);
+      this.#deps.metrics.proxyRequests.inc({ code: codeClass(answer.statusCode ?? 502) });
+      answer.pipe(client);
+      answer.on('error', () => client.destroy());
     });
-    app.on('close', close);
-    client.on('error', close);
-    client.on('close', close);
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      const refused = this.#failed(upstreamReason(err));
+      if (!client.writableEnded)
+        client.end(
+          refused
+            ? rawAnswer(503, 'Service Unavailable', { 'retry-after': RETRY_AFTER_SECONDS })
+            : rawAnswer(502, 'Bad Gateway', {}),
+        );
+    });
+    client.on('close', () => up.destroy());
+    up.end();
   }
 }

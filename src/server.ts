@@ -1,15 +1,91 @@
-// Building the HTTP server and listening are separate steps, so tests can bind 127.0.0.1:0.
+// Building the HTTP servers and listening are separate steps, so tests can bind 127.0.0.1:0. Every port the sidecar
+// opens is bounded here: how many connections it holds, and how long a client may take to send a request head.
 
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { createAdaptorServer } from '@hono/node-server';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerOptions,
+  type ServerResponse,
+} from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { getRequestListener } from '@hono/node-server';
 
-// Room above the hook bound for probes, scrapes and the calls that get their 429.
+// Room above the hook bound on the admin port for probes, scrapes and the calls that get their 429.
 const CONNECTION_HEADROOM = 256;
+// A request head arrives in one packet from the kubelet, Prometheus or a load balancer; a slow one is an attack or a
+// fault. Checked every second, so a slow client holds a connection at most this long plus one.
+export const SERVER_OPTIONS: ServerOptions = {
+  headersTimeout: 10_000,
+  requestTimeout: 30_000,
+  connectionsCheckingInterval: 1_000,
+};
+// A burst of hook calls (every pod's kubelet on a node at once, a 10,000-hook storm in bench/footprint.mjs) must not
+// overflow the accept queue: a dropped SYN is retried only after a second. The kernel caps it at net.core.somaxconn.
+export const LISTEN_BACKLOG = 4096;
 
-export function createServer(app: { fetch: Parameters<typeof createAdaptorServer>[0]['fetch'] }, maxHooks: number): Server {
-  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
-  server.maxConnections = maxHooks + CONNECTION_HEADROOM;
+export type ShedReason = 'evicted_idle' | 'all_busy';
+
+/**
+ * Holds at most max connections without letting idle ones lock out new clients. Past max, a new connection closes the
+ * one idle longest: no request in progress (never sent one, between keep-alive requests, or still trickling its head).
+ * Only when every connection has a request in progress (held hooks, tunnels) is the new one closed. Node's own
+ * maxConnections would close the new one instead, so a few hundred idle sockets would keep the kubelet's hook out.
+ */
+export function boundConnections(server: Server, max: number, shed: (reason: ShedReason) => void): void {
+  // Insertion order is idle-since order: the first entry has been idle longest.
+  const idle = new Set<Socket>();
+  const busy = new Set<Socket>();
+  const markBusy = (socket: Socket) => {
+    idle.delete(socket);
+    busy.add(socket);
+  };
+  server.on('connection', (socket: Socket) => {
+    if (idle.size + busy.size >= max) {
+      const oldest = idle.values().next().value;
+      if (!oldest) {
+        shed('all_busy');
+        socket.destroy();
+        return;
+      }
+      shed('evicted_idle');
+      idle.delete(oldest);
+      oldest.destroy();
+    }
+    idle.add(socket);
+    socket.once('close', () => {
+      idle.delete(socket);
+      busy.delete(socket);
+    });
+  });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    markBusy(socket);
+    res.once('close', () => {
+      if (socket.destroyed || !busy.delete(socket)) return;
+      idle.add(socket);
+    });
+  });
+  server.on('upgrade', (req: IncomingMessage) => markBusy(req.socket));
+}
+
+/**
+ * The admin server: hono's request listener behind `intercept`, which answers what the API cannot read (true when it
+ * did), with the connection bound above the hook bound.
+ */
+export function createServer(
+  app: { fetch: Parameters<typeof getRequestListener>[0] },
+  {
+    maxHooks,
+    shed,
+    intercept,
+  }: { maxHooks: number; shed: (reason: ShedReason) => void; intercept: (req: IncomingMessage, res: ServerResponse) => boolean },
+): Server {
+  const listener = getRequestListener(app.fetch);
+  const server = createHttpServer(SERVER_OPTIONS, (req, res) => {
+    if (!intercept(req, res)) void listener(req, res);
+  });
+  boundConnections(server, maxHooks + CONNECTION_HEADROOM, shed);
   return server;
 }
 
@@ -17,7 +93,7 @@ export function createServer(app: { fetch: Parameters<typeof createAdaptorServer
 export function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host || undefined, () => {
+    server.listen({ port, host: host || undefined, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       resolve(server.address() as AddressInfo);
     });

@@ -98,11 +98,21 @@ export class Shutdown {
     this.#exit(0);
   }
 
+  /** Stops checking: the sidecar is closing. */
+  stop(): void {
+    this.#exited = true;
+    this.#deps.clock.clearTimeout(this.#timer);
+  }
+
   #check(): void {
     if (this.#exited) return;
     const { clock, drain, log } = this.#deps;
     const now = clock.now();
-    const waitingFor = this.#waitingFor(now);
+    let waitingFor = this.#waitingFor(now);
+    if (waitingFor.length === 0 && this.#drainedAt === undefined) {
+      this.#drained(now);
+      waitingFor = this.#waitingFor(now);
+    }
     if (waitingFor.length > 0 && now < this.#deadline) {
       this.#timer = clock.setTimeout(() => this.#check(), CHECK_INTERVAL_MS);
       return;
@@ -114,19 +124,23 @@ export class Shutdown {
     this.#exit(0);
   }
 
+  /** Nothing holds the sidecar any more but the final scrape: closes an episode no hook call joined. */
+  #drained(now: number): void {
+    // SIGTERM opened this episode and no hook call joined it: the app's preStop hook is likely missing.
+    if (this.#deps.drain.open) this.#deps.drain.finish('no_hook');
+    // The final scrape must begin after this point, not merely after the drain: refusals after the app's exit are
+    // counted until now, and would otherwise leave with the pod.
+    this.#drainedAt = now;
+  }
+
+  /** What the exit still waits for; changes nothing. */
   #waitingFor(now: number): Blocker[] {
     const { drain, scrapes, appStopped, config } = this.#deps;
     const waitingFor: Blocker[] = [];
     if (drain.hooksInProgress > 0) waitingFor.push('hooks');
     if (now < this.#holdUntil) waitingFor.push('hold');
     if (!appStopped()) waitingFor.push('app');
-    if (waitingFor.length > 0 || this.#sigtermAt === undefined) return waitingFor;
-
-    // SIGTERM opened this episode and no hook call joined it: the app's preStop hook is likely missing.
-    if (drain.open) drain.finish('no_hook');
-    // The final scrape must begin after this point, not merely after the drain: refusals after the app's exit are
-    // counted until now, and would otherwise leave with the pod.
-    this.#drainedAt ??= now;
+    if (waitingFor.length > 0 || this.#drainedAt === undefined) return waitingFor;
     const finalScraped = scrapes.lastStartedAt >= this.#drainedAt;
     const scrapeWaitOver = now >= this.#drainedAt + config.finalScrapeSeconds * 1000;
     if (scrapes.count > 0 && !finalScraped && !scrapeWaitOver) waitingFor.push('final_scrape');

@@ -1,5 +1,7 @@
-// Wires the components in one place; main.ts and the integration tests both start the sidecar through here.
+// Wires the components in one place, in the order they depend on each other; main.ts and the integration tests both
+// start and stop the sidecar through here.
 
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
@@ -8,11 +10,13 @@ import type { Clock } from './clock.js';
 import type { Config } from './config.js';
 import { Connections } from './connections.js';
 import { Drain } from './drain.js';
+import { malformedRequests } from './malformed.js';
 import { createMetrics } from './metrics.js';
 import { DrainProxy } from './proxy.js';
 import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
 import type { SockDiag } from './sockdiag.js';
+import { Termination } from './termination.js';
 
 export interface SidecarDeps {
   config: Config;
@@ -22,23 +26,37 @@ export interface SidecarDeps {
   nodeVersion: string;
   /** The sock_diag addon, when it loaded; without it the app's sockets are read from /proc/net/tcp. */
   sockDiag: SockDiag | undefined;
-  /** Called once when the sidecar decides to exit; main.ts ends the process. */
+  /** Called once, after stop(), when the sidecar decides to exit; main.ts ends the process. */
   exit: (code: number) => void;
 }
 
-export function createSidecar({ config, clock, log, version, nodeVersion, sockDiag, exit }: SidecarDeps) {
+export interface Sidecar {
+  /** Listens on the admin port, and on the proxy port in proxy mode; resolves with the addresses. */
+  start(): Promise<{ admin: AddressInfo; proxy: AddressInfo | undefined }>;
+  /** Closes everything start() and the components opened: both servers and their connections, the proxy's upstream
+   * sockets, the timers. Idempotent. */
+  stop(): Promise<void>;
+  sigterm(): void;
+  interrupt(): void;
+  readonly registry: Registry;
+  readonly proxy: DrainProxy | undefined;
+}
+
+function close(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+export function createSidecar({ config, clock, log, version, nodeVersion, sockDiag, exit }: SidecarDeps): Sidecar {
   const pollMs = config.pollSeconds * 1000;
   const registry = new Registry();
-  const metrics = createMetrics(registry, {
-    version,
-    nodeVersion,
-    appPorts: config.appPorts,
-    snapshot: () => connections.current(pollMs),
-  });
-  // A termination begins with the first hook call of an episode, not with SIGTERM (a native sidecar hears SIGTERM only
-  // after the app has exited), and lasts at most a grace period, or until the sidecar exits.
-  const inTermination = (): boolean => drain.inTermination() || shutdown.terminating;
-  const connections: Connections = new Connections({
+  const metrics = createMetrics(registry, { version, nodeVersion, appPorts: config.appPorts });
+  const termination = new Termination(clock, config.gracePeriodSeconds);
+  const inTermination = () => termination.active;
+  const connections = new Connections({
     procNetDir: config.procNetDir,
     sockDiag,
     appPorts: config.appPorts,
@@ -50,20 +68,40 @@ export function createSidecar({ config, clock, log, version, nodeVersion, sockDi
     inTermination,
   });
   const proxy = config.proxyUpstream
-    ? new DrainProxy({ upstream: config.proxyUpstream, clock, log: log.child({ component: 'proxy' }), metrics, inTermination })
+    ? new DrainProxy({
+        upstream: config.proxyUpstream,
+        maxConnections: config.proxyMaxConnections,
+        clock,
+        log: log.child({ component: 'proxy' }),
+        metrics,
+        inTermination,
+      })
     : undefined;
-  const drain: Drain = new Drain({
+  const drain = new Drain({
     clock,
     metrics,
     log: log.child({ component: 'drain' }),
     gracePeriodSeconds: config.gracePeriodSeconds,
     connections,
     proxy,
+    termination,
   });
   // Keep-alive clients of the proxy are let go by Connection: close on their next answer, not by closing their idle
-  // connections: a load balancer may be sending a request on one at that moment, and without a retry it would fail
-  // (the drill's proxy scenario lost one request that way, 21 ms into a drain).
+  // connections: a load balancer may be sending a request on one at that moment, and without a retry it would fail.
   drain.onChange(() => connections.watch());
+
+  // What stop() closes, filled in as each part is made: ports first, then timers.
+  const ports: (() => Promise<void>)[] = [];
+  const timers: { stop(): void }[] = [connections];
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= Promise.all(ports.map((close) => close())).then(() => {
+      for (const t of timers) t.stop();
+    });
+    return stopping;
+  };
+  if (proxy) ports.push(() => proxy.close());
+
   const scrapes = new Scrapes();
   const shutdown = new Shutdown({
     clock,
@@ -72,14 +110,11 @@ export function createSidecar({ config, clock, log, version, nodeVersion, sockDi
     scrapes,
     config,
     log: log.child({ component: 'shutdown' }),
-    appStopped: () => !connections.current(pollMs)?.listening,
-    exit: (code) => {
-      server.close();
-      server.closeAllConnections();
-      if (proxy) proxy.close();
-      exit(code);
-    },
+    appStopped: () => !connections.peek(pollMs)?.listening,
+    exit: (code) => void stop().then(() => exit(code)),
   });
+  timers.push(shutdown);
+  const httpLog = log.child({ component: 'http' });
   const app = createApp({
     config,
     clock,
@@ -89,32 +124,34 @@ export function createSidecar({ config, clock, log, version, nodeVersion, sockDi
     metrics,
     registry,
     scrapes,
-    log: log.child({ component: 'http' }),
+    log: httpLog,
     isTerminating: () => shutdown.terminating,
   });
-  const server = createServer(app, config.maxHooks);
+  const malformed = malformedRequests({ config, drain, metrics, log: httpLog });
+  const server = createServer(app, {
+    maxHooks: config.maxHooks,
+    shed: (reason) => metrics.shedConnections.inc({ listener: 'admin', reason }),
+    intercept: malformed.request,
+  });
+  server.on('clientError', malformed.clientError);
+  ports.push(() => close(server));
 
   if (config.appPorts.length === 0) log.info('no DRAIN_APP_PORTS: the app is not watched; /drain waits its min');
-  else connections.current();
+  else connections.poll();
 
   return {
-    drain,
     registry,
-    server,
     proxy,
-    /** Listens on the admin port, and on the proxy port in proxy mode; resolves with the admin address. */
-    start: async (): Promise<AddressInfo> => {
-      const address = await listen(server, config.port, config.host);
-      if (proxy && config.proxyListen) await listen(proxy.server, config.proxyListen.port, config.proxyListen.host);
-      return address;
+    start: async () => {
+      const admin = await listen(server, config.port, config.host);
+      const listenProxy = proxy && config.proxyListen;
+      return { admin, proxy: listenProxy ? await listen(proxy.server, listenProxy.port, listenProxy.host) : undefined };
     },
+    stop,
     sigterm: () => {
       shutdown.sigterm();
       connections.watch();
     },
     interrupt: () => shutdown.interrupt(),
-    get terminating() {
-      return shutdown.terminating;
-    },
   };
 }

@@ -80,3 +80,26 @@ export function decodeSockDiag(diag: SockDiag, v: Float64Array): DiagSocket[] {
   }
   return sockets;
 }
+
+/**
+ * Whether bytes hold a whole 64-bit little-endian ELF file: every segment and the section table inside it. The dynamic
+ * loader maps a truncated file and the process dies of SIGBUS on first touch, before any error can be logged, so the
+ * addon file is checked before it is loaded.
+ */
+export function isWholeElf(bytes: Buffer): boolean {
+  const ELF_HEADER = 64;
+  if (bytes.length < ELF_HEADER || bytes.readUInt32BE(0) !== 0x7f454c46 || bytes[4] !== 2 || bytes[5] !== 1) return false;
+  const size = BigInt(bytes.length);
+  const phoff = bytes.readBigUInt64LE(0x20);
+  const shoff = bytes.readBigUInt64LE(0x28);
+  const phentsize = BigInt(bytes.readUInt16LE(0x36));
+  const phnum = bytes.readUInt16LE(0x38);
+  const shentsize = BigInt(bytes.readUInt16LE(0x3a));
+  const shnum = BigInt(bytes.readUInt16LE(0x3c));
+  if (phoff + phentsize * BigInt(phnum) > size || shoff + shentsize * shnum > size) return false;
+  for (let i = 0; i < phnum; i++) {
+    const at = Number(phoff + phentsize * BigInt(i));
+    if (bytes.readBigUInt64LE(at + 8) + bytes.readBigUInt64LE(at + 32) > size) return false;
+  }
+  return true;
+}

@@ -27,7 +27,6 @@ export function testWiring() {
     version: '0.0.0-test',
     nodeVersion: process.version,
     appPorts: [],
-    snapshot: () => undefined,
   });
   /** The value of one series (sample: e.g. `_count` of a histogram), or undefined when it does not exist. */
   const value = async (name: string, labels: Record<string, string> = {}, sample = name) => {

@@ -1,5 +1,6 @@
 // A raw HTTP client for tests: the path is sent exactly as given (as the kubelet sends it), and every call is bounded.
 import { request } from 'node:http';
+import { connect } from 'node:net';
 
 export interface Answer {
   status: number;
@@ -47,3 +48,48 @@ export const metric = async (port: number, series: string): Promise<number | und
   const line = body.split('\n').find((l) => l.startsWith(`${series} `));
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 };
+
+/**
+ * Writes raw bytes to 127.0.0.1:port and collects every byte that comes back until the server closes the connection or
+ * stays silent for quietMs (so a keep-alive answer ends the wait too). Bounded by 10 s.
+ */
+export function rawExchange(port: number, bytes: string | Buffer, quietMs = 150): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let closed = false;
+    let quiet: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(quiet);
+      clearTimeout(bound);
+      socket.destroy();
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), closed });
+    };
+    const bound = setTimeout(done, 10_000);
+    const rearm = () => {
+      clearTimeout(quiet);
+      quiet = setTimeout(done, quietMs);
+    };
+    socket.on('connect', () => {
+      socket.write(bytes);
+      rearm();
+    });
+    socket.on('data', (d: Buffer) => {
+      chunks.push(d);
+      rearm();
+    });
+    socket.on('end', () => {
+      closed = true;
+      done();
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNRESET') {
+        closed = true;
+        done();
+      } else reject(err);
+    });
+  });
+}
+
+/** The status codes of every HTTP response in a raw byte stream, in order. */
+export const statusLines = (text: string): number[] => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));

@@ -5,11 +5,11 @@ import { parseConfig } from '../src/config.js';
 import { createSidecar } from '../src/sidecar.js';
 import { loadSockDiag, testWiring } from './helpers.js';
 
-const running: { close(): void }[] = [];
+const running: { stop(): Promise<void> }[] = [];
 
-/** Closes every sidecar started since the last call; register it with afterEach. */
-export function stopSidecars(): void {
-  for (const s of running.splice(0)) s.close();
+/** Stops every sidecar started since the last call; register it with afterEach. */
+export async function stopSidecars(): Promise<void> {
+  await Promise.all(running.splice(0).map((s) => s.stop()));
 }
 
 /** With the built sock_diag addon, as the executable has it; sockDiag false: the /proc/net fallback. */
@@ -27,12 +27,10 @@ export async function startSidecar(env: Record<string, string> = {}, { sockDiag 
     sockDiag: sockDiag ? loadSockDiag() : undefined,
     exit,
   });
-  const { port } = await sidecar.start();
-  running.push({
-    close: () => {
-      sidecar.server.close();
-      sidecar.server.closeAllConnections();
-    },
-  });
-  return { ...sidecar, port, lines, exit };
+  running.push(sidecar);
+  const { admin, proxy } = await sidecar.start();
+  const port = admin.port;
+  /** The proxy's port in proxy mode, else 0. */
+  const proxyPort = proxy?.port ?? 0;
+  return { ...sidecar, port, proxyPort, lines, exit };
 }

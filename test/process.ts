@@ -10,6 +10,8 @@ export const ADDON = resolve(import.meta.dirname, '../dist/drain-sidecar-sockdia
 export interface SidecarProcess {
   child: ChildProcess;
   port: number;
+  /** The proxy's port in proxy mode, else 0. */
+  proxyPort: number;
   lines: LogLine[];
   stderr: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -24,8 +26,8 @@ export function within<T>(ms: number, what: string, promise: Promise<T>): Promis
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-export function run(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(EXECUTABLE, args, {
+export function run(args: string[], env: Record<string, string> = {}, executable = EXECUTABLE) {
+  const child = spawn(executable, args, {
     env: { PATH: process.env.PATH, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -48,6 +50,7 @@ export async function startSidecarProcess(env: Record<string, string> = {}): Pro
   const proc = run([], { DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env });
   const lines: LogLine[] = [];
   let port = 0;
+  let proxyPort = 0;
   const started = new Promise<void>((ready, fail) => {
     let buffer = '';
     proc.child.stdout?.on('data', (chunk: Buffer) => {
@@ -59,6 +62,7 @@ export async function startSidecarProcess(env: Record<string, string> = {}): Pro
         lines.push(line);
         if (line.msg === 'drain-sidecar started') {
           port = (line.address as { port: number }).port;
+          proxyPort = (line.proxyAddress as { port: number } | undefined)?.port ?? 0;
           ready();
         }
         nl = buffer.indexOf('\n');
@@ -67,5 +71,5 @@ export async function startSidecarProcess(env: Record<string, string> = {}): Pro
     void proc.exited.then(({ code }) => fail(new Error(`sidecar exited with ${code} before listening: ${proc.stderr()}`)));
   });
   await within(10_000, 'the sidecar to listen', started);
-  return { child: proc.child, port, lines, stderr: proc.stderr, exited: proc.exited };
+  return { child: proc.child, port, proxyPort, lines, stderr: proc.stderr, exited: proc.exited };
 }

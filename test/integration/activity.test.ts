@@ -8,8 +8,8 @@ import { startSidecar, stopSidecars } from '../inprocess.js';
 import { within } from '../process.js';
 
 const cleanups: (() => void)[] = [];
-afterEach(() => {
-  stopSidecars();
+afterEach(async () => {
+  await stopSidecars();
   for (const c of cleanups.splice(0)) c();
 });
 

@@ -56,6 +56,18 @@ describe('the sidecar process', () => {
     expect(await within(2000, 'the exit after the final scrape', sidecar.exited)).toEqual({ code: 0, signal: null });
   });
 
+  it('does not take a HEAD /metrics, which carries no figures, for the final scrape', async () => {
+    const sidecar = await startSidecarProcess({ DRAIN_SHUTDOWN_HOLD_SECONDS: '0', DRAIN_FINAL_SCRAPE_SECONDS: '10' });
+    await get(sidecar.port, '/metrics');
+    sidecar.child.kill('SIGTERM');
+    await pause(300);
+    expect((await get(sidecar.port, '/metrics', {}, undefined, 'HEAD')).status).toBe(200);
+    await pause(500);
+    expect(sidecar.child.exitCode).toBe(null);
+    await get(sidecar.port, '/metrics');
+    expect(await within(2000, 'the exit after the final scrape', sidecar.exited)).toEqual({ code: 0, signal: null });
+  });
+
   it('exits promptly on SIGINT', async () => {
     const sidecar = await startSidecarProcess();
     void get(sidecar.port, '/sleep?s=20').catch(() => undefined);

@@ -9,8 +9,8 @@ import { startSidecar, stopSidecars } from '../inprocess.js';
 import { within } from '../process.js';
 
 const cleanups: (() => void)[] = [];
-afterEach(() => {
-  stopSidecars();
+afterEach(async () => {
+  await stopSidecars();
   for (const c of cleanups.splice(0)) c();
 });
 
@@ -195,6 +195,35 @@ describe('proxy mode', () => {
     // The abort was the client's: not counted against the app.
     expect(await metric(port, 'drain_sidecar_proxy_upstream_errors_total{reason="reset"}')).toBe(0);
     expect(await metric(port, 'drain_sidecar_proxy_requests_in_flight')).toBe(0);
+  });
+
+  it('counts an app that fails after its answer began as an upstream error, not as the client going away', async () => {
+    const app = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-length': '100' });
+      res.write('partial');
+      setTimeout(() => res.socket?.destroy(), 50);
+    });
+    const { proxyPort, port } = await startProxy(await listen(app));
+    const req = request({ host: '127.0.0.1', port: proxyPort, path: '/cut' });
+    const cut = new Promise<void>((resolve) => {
+      req.on('response', (res) => {
+        res.on('data', () => undefined);
+        res.on('error', () => resolve());
+        res.on('close', () => resolve());
+      });
+      req.on('error', () => resolve());
+    });
+    req.end();
+    await within(3000, 'the cut-off answer', cut);
+    await vi.waitFor(
+      async () => expect(await metric(port, 'drain_sidecar_proxy_upstream_errors_total{reason="reset"}')).toBe(1),
+      {
+        timeout: 3000,
+      },
+    );
+    expect(await metric(port, 'drain_sidecar_proxy_requests_total{code="aborted"}')).toBe(0);
+    expect(await metric(port, 'drain_sidecar_proxy_requests_total{code="5xx"}')).toBe(1);
   });
 
   it('shows in the in-flight gauge every request a slow app holds', async () => {

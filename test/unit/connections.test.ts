@@ -66,7 +66,7 @@ describe('Connections', () => {
     const dir = mkdtempSync(join(tmpdir(), 'proc-net-'));
     cpSync(FIXTURES, dir, { recursive: true });
     const { connections } = setup({ appPorts: [8080, 8443], dir });
-    const snapshot = connections.current();
+    const snapshot = connections.poll();
     expect(snapshot?.ports).toEqual([
       {
         port: 8080,
@@ -96,27 +96,27 @@ describe('Connections', () => {
   it('finds the connections that are new since the previous read, TIME_WAIT ones included', async () => {
     const { connections, dir } = setup();
     writeTables(dir, [listener, conn(50001), conn(50002)]);
-    connections.current();
+    connections.poll();
     await vi.advanceTimersByTimeAsync(POLL_MS);
     writeTables(dir, [listener, conn(50002), conn(50003), conn(50004, TIME_WAIT)]);
-    expect(connections.current()?.ports[0]).toMatchObject({ established: 2, newConnections: 2 });
+    expect(connections.poll()?.ports[0]).toMatchObject({ established: 2, newConnections: 2 });
     await vi.advanceTimersByTimeAsync(POLL_MS);
-    expect(connections.current()?.ports[0]).toMatchObject({ newConnections: 0 });
+    expect(connections.poll()?.ports[0]).toMatchObject({ newConnections: 0 });
   });
 
   it('counts new connections as late arrivals only during a termination', async () => {
     const { connections, dir, termination, value } = setup();
     writeTables(dir, [listener, conn(50001)]);
-    connections.current();
+    connections.poll();
     writeTables(dir, [listener, conn(50001), conn(50002)]);
     await vi.advanceTimersByTimeAsync(POLL_MS);
-    connections.current();
+    connections.poll();
     expect(connections.lateTotal).toBe(0);
 
     termination.active = true;
     writeTables(dir, [listener, conn(50003)]);
     await vi.advanceTimersByTimeAsync(POLL_MS);
-    connections.current();
+    connections.poll();
     expect(connections.lateTotal).toBe(1);
     expect(connections.lastArrivalAt).toBe(performance.now());
     expect(await value('drain_sidecar_late_connections_total', { port: '8080' })).toBe(1);
@@ -126,10 +126,10 @@ describe('Connections', () => {
     const { connections, dir, termination } = setup();
     termination.active = true;
     writeTables(dir, [listener]);
-    connections.current();
+    connections.poll();
     await vi.advanceTimersByTimeAsync(30_000);
     writeTables(dir, [listener, conn(50001), conn(50002)]);
-    expect(connections.current()?.ports[0]?.newConnections).toBe(0);
+    expect(connections.poll()?.ports[0]?.newConnections).toBe(0);
     expect(connections.lateTotal).toBe(0);
   });
 
@@ -137,25 +137,25 @@ describe('Connections', () => {
     const { connections, dir, termination, value } = setup();
     termination.active = true;
     writeTables(dir, [listener], 100);
-    connections.current();
+    connections.poll();
     await vi.advanceTimersByTimeAsync(POLL_MS);
     writeTables(dir, [listener], 103);
-    connections.current();
+    connections.poll();
     // The app still listens: resets now are not refusals of it.
     expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(0);
     await vi.advanceTimersByTimeAsync(POLL_MS);
     writeTables(dir, [], 107);
-    connections.current();
+    connections.poll();
     expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(4);
     await vi.advanceTimersByTimeAsync(POLL_MS);
     writeTables(dir, [], 111);
-    connections.current();
+    connections.poll();
     expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(8);
     // Outside a termination nothing is counted.
     termination.active = false;
     await vi.advanceTimersByTimeAsync(POLL_MS);
     writeTables(dir, [], 150);
-    connections.current();
+    connections.poll();
     expect(await value('drain_sidecar_refused_connections_estimate_total')).toBe(8);
   });
 
@@ -167,7 +167,7 @@ describe('Connections', () => {
     const traffic = connections.traffic(start);
     await vi.advanceTimersByTimeAsync(POLL_MS);
     writeTables(dir, [listener, conn(50002), conn(50003)]);
-    connections.current();
+    connections.poll();
     await vi.advanceTimersByTimeAsync(1000);
     writeTables(dir, [listener]);
     expect(traffic?.()).toEqual({ connectionsAtStart: 2, connectionsAtEnd: 0, lateArrivals: 1, lastArrivalSeconds: 0.2 });
@@ -192,8 +192,8 @@ describe('Connections', () => {
   it('says once that /proc/net cannot be read, and is then unavailable', () => {
     const { connections, lines } = setup({ dir: '/nonexistent/proc/net' });
     expect(connections.available).toBe(true);
-    expect(connections.current()).toBeUndefined();
-    expect(connections.current()).toBeUndefined();
+    expect(connections.poll()).toBeUndefined();
+    expect(connections.poll()).toBeUndefined();
     expect(connections.available).toBe(false);
     expect(lines.filter((l) => l.msg.startsWith('cannot read /proc/net'))).toHaveLength(1);
   });
@@ -201,7 +201,7 @@ describe('Connections', () => {
   it('is unavailable without app ports', () => {
     const { connections } = setup({ appPorts: [] });
     expect(connections.available).toBe(false);
-    expect(connections.current()).toBeUndefined();
+    expect(connections.poll()).toBeUndefined();
   });
 });
 
@@ -263,11 +263,11 @@ describe('Connections through sock_diag', () => {
     const { connections, termination, value, table } = setupDiag();
     table.rows = [pooled(2, 10, 5000), pooled(3, 4, 5000)];
     termination.active = true;
-    connections.current();
+    connections.poll();
     await vi.advanceTimersByTimeAsync(POLL_MS);
     // Three requests on one pooled connection since, the last 120 ms before this read; none on the other.
     table.rows = [pooled(2, 13, 120), pooled(3, 4, 5200)];
-    expect(connections.current()?.ports[0]).toMatchObject({ established: 2, newConnections: 0, newSegments: 3, inFlight: 0 });
+    expect(connections.poll()?.ports[0]).toMatchObject({ established: 2, newConnections: 0, newSegments: 3, inFlight: 0 });
     expect(connections.lastArrivalAt).toBe(performance.now() - 120);
     expect(await value('drain_sidecar_late_requests_estimate_total', { port: '8080' })).toBe(3);
     expect(await value('drain_sidecar_late_connections_total', { port: '8080' })).toBe(0);
@@ -276,12 +276,12 @@ describe('Connections through sock_diag', () => {
   it('ignores the times of sockets that received nothing since the previous read', async () => {
     const { connections, termination, table } = setupDiag();
     table.rows = [pooled(2, 10, 3)];
-    connections.current();
+    connections.poll();
     termination.active = true;
     await vi.advanceTimersByTimeAsync(POLL_MS);
     // The kernel's tick rounds times: unchanged, this socket's last payload may even look newer than the baseline.
     table.rows = [pooled(2, 10, 0)];
-    connections.current();
+    connections.poll();
     expect(connections.lastArrivalAt).toBe(Number.NEGATIVE_INFINITY);
   });
 
@@ -289,7 +289,7 @@ describe('Connections through sock_diag', () => {
     const { connections, termination, table } = setupDiag();
     termination.active = true;
     table.rows = [pooled(2, 1, 9000)];
-    connections.current();
+    connections.poll();
     await vi.advanceTimersByTimeAsync(POLL_MS);
     table.rows = [
       pooled(2, 1, 9200),
@@ -297,7 +297,7 @@ describe('Connections through sock_diag', () => {
       // Closed by the app 60 s - 59 910 ms = 90 ms ago.
       { cookie: 6, state: TIME_WAIT, expiresMs: 59_910 },
     ];
-    expect(connections.current()?.ports[0]).toMatchObject({ newConnections: 2, newSegments: 2 });
+    expect(connections.poll()?.ports[0]).toMatchObject({ newConnections: 2, newSegments: 2 });
     expect(connections.lastArrivalAt).toBe(performance.now() - 90);
   });
 
@@ -305,40 +305,40 @@ describe('Connections through sock_diag', () => {
     const { connections, termination, table } = setupDiag();
     termination.active = true;
     table.rows = [pooled(2, 7, 4000)];
-    connections.current();
+    connections.poll();
     await vi.advanceTimersByTimeAsync(POLL_MS);
     table.rows = [{ cookie: 2, state: TIME_WAIT, expiresMs: 59_990 }];
-    expect(connections.current()?.ports[0]).toMatchObject({ newConnections: 0, newSegments: 0 });
+    expect(connections.poll()?.ports[0]).toMatchObject({ newConnections: 0, newSegments: 0 });
     expect(connections.lastArrivalAt).toBe(Number.NEGATIVE_INFINITY);
   });
 
   it('is busy while a request is being answered: payload received after the last sent, unread, or never answered', () => {
     const { connections, table } = setupDiag();
     table.rows = [pooled(2, 3, 800), pooled(3, 1, 10)];
-    expect(connections.busy()).toBe(false);
+    expect(connections.pollBusy()).toBe(false);
     table.rows = [{ cookie: 2, info: { segmentsIn: 4, segmentsOut: 3, lastReceivedMs: 20, lastSentMs: 800 } }];
-    expect(connections.busy()).toBe(true);
+    expect(connections.pollBusy()).toBe(true);
     table.rows = [{ cookie: 2, rxQueue: 310, info: { segmentsIn: 4, segmentsOut: 4, lastReceivedMs: 20, lastSentMs: 8 } }];
-    expect(connections.busy()).toBe(true);
+    expect(connections.pollBusy()).toBe(true);
     // A first request within the tick the connection was made in: both times equal, nothing sent yet.
     table.rows = [{ cookie: 7, info: { segmentsIn: 1, segmentsOut: 0, lastReceivedMs: 30, lastSentMs: 30 } }];
-    expect(connections.busy()).toBe(true);
+    expect(connections.pollBusy()).toBe(true);
     // A connection that carried nothing yet is not a request.
     table.rows = [{ cookie: 8, info: { segmentsIn: 0, segmentsOut: 0, lastReceivedMs: 30, lastSentMs: 30 } }];
-    expect(connections.busy()).toBe(false);
+    expect(connections.pollBusy()).toBe(false);
   });
 
   it('falls back to /proc/net for good, with one warning, when the kernel refuses the dump', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'proc-net-'));
     writeTables(dir, [listener, conn(50001)]);
     const { connections, lines, table } = setupDiag(dir);
-    expect(connections.current()?.signal).toBe('sock_diag');
+    expect(connections.poll()?.signal).toBe('sock_diag');
     table.fail = true;
     await vi.advanceTimersByTimeAsync(POLL_MS);
-    expect(connections.current()).toMatchObject({ signal: 'proc_net', established: 1 });
+    expect(connections.poll()).toMatchObject({ signal: 'proc_net', established: 1 });
     table.fail = false;
     await vi.advanceTimersByTimeAsync(POLL_MS);
-    expect(connections.current()?.signal).toBe('proc_net');
+    expect(connections.poll()?.signal).toBe('proc_net');
     expect(lines.filter((l) => l.msg.startsWith('sock_diag failed'))).toHaveLength(1);
   });
 });

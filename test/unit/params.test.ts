@@ -62,6 +62,7 @@ describe('parseDrainParams', () => {
     ['min=abc', 'min must be a decimal number of seconds such as min=20; got "abc"'],
     ['max=-1', 'max must be a decimal number of seconds such as max=20; got "-1"'],
     ['min=10&max=4', 'min (10) must not exceed max (4)'],
+    ['min=100', 'min (100) must not exceed the default max (20); give max too'],
     ['s=20', 'unknown parameter "s"; known: min, max, quiet'],
   ])('falls back to all the defaults for %j and names the problem', (query, problem) => {
     expect(drain(query)).toMatchObject({ minSeconds: 5, maxSeconds: 20, quietSeconds: 3, problems: [problem] });
