@@ -92,3 +92,14 @@ export function parseDrainParams(query: URLSearchParams, config: DrainDefaults):
     problems,
   };
 }
+
+/**
+ * The longest a hook path holds the pod, parsed as the sidecar parses it: s for /sleep, max for /drain, defaults and
+ * clamping applied. Undefined for a path that is neither. For inject, check and the manifests' tests.
+ */
+export function hookHoldSeconds(path: string, config: DrainDefaults): number | undefined {
+  const url = new URL(path.replace(/^\/{2,}/, '/'), 'http://pod');
+  if (url.pathname === '/sleep') return parseSleepParams(url.searchParams, config).seconds;
+  if (url.pathname === '/drain') return parseDrainParams(url.searchParams, config).maxSeconds;
+  return undefined;
+}

@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../src/config.js';
 import { METRIC_SPECS } from '../../src/metrics.js';
+import { hookHoldSeconds } from '../../src/params.js';
 
 const K8S = resolve(import.meta.dirname, '../../k8s');
 type Manifest = { apiVersion: string; kind: string; metadata?: { name?: string }; [k: string]: unknown };
@@ -117,7 +118,7 @@ describe.skipIf(!hasKubectl && process.env.CI !== 'true')('k8s kustomizations, r
       expect(hooks.length).toBeGreaterThan(0);
       for (const hook of hooks) {
         expect(hook.port).toBe(parsed.config.port);
-        const wait = hookSeconds(hook.path, parsed.config);
+        const wait = hookHoldSeconds(hook.path, parsed.config) ?? Number.POSITIVE_INFINITY;
         // The app's own shutdown after the hook: at least 5 s of the grace period stay for it.
         expect(wait + APP_SHUTDOWN_SECONDS).toBeLessThanOrEqual(grace);
       }
@@ -208,11 +209,4 @@ interface PodDeployment {
 function sidecarEnv(pod: PodDeployment['spec']['template']['spec']): Record<string, string> {
   const sidecar = [...(pod.initContainers ?? []), ...pod.containers].find((c) => c.name === 'drain-sidecar');
   return Object.fromEntries((sidecar?.env ?? []).map((e) => [e.name, e.value ?? '']));
-}
-
-/** The longest the hook can hold: s for /sleep, max for /drain, clamped as the sidecar clamps. */
-function hookSeconds(path: string, config: { defaultSleepSeconds: number; maxSleepSeconds: number }): number {
-  const url = new URL(path, 'http://pod');
-  const asked = Number(url.searchParams.get(url.pathname === '/drain' ? 'max' : 's') ?? config.defaultSleepSeconds);
-  return Math.min(asked, config.maxSleepSeconds);
 }

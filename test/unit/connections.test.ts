@@ -1,62 +1,9 @@
-import { cpSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { systemClock } from '../../src/clock.js';
-import { Connections } from '../../src/connections.js';
-import type { SockDiag } from '../../src/sockdiag.js';
-import { testWiring, useFakeClock } from '../helpers.js';
-
-const FIXTURES = resolve(import.meta.dirname, '../fixtures/proc-net');
-const POLL_MS = 200;
-
-/** An IPv4 address and port as /proc/net/tcp prints them. */
-const hex = (ip: string, port: number) =>
-  `${ip
-    .split('.')
-    .reverse()
-    .map((b) => Number(b).toString(16).padStart(2, '0'))
-    .join('')
-    .toUpperCase()}:${port.toString(16).padStart(4, '0').toUpperCase()}`;
-
-type Row = [local: string, localPort: number, remote: string, remotePort: number, state: number];
-
-function writeTables(dir: string, rows: Row[], outRsts = 0) {
-  const lines = rows.map(
-    ([l, lp, r, rp, st], i) =>
-      `${String(i).padStart(4)}: ${hex(l, lp)} ${hex(r, rp)} ${st.toString(16).padStart(2, '0').toUpperCase()} 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 20 0 0 10 -1`,
-  );
-  writeFileSync(join(dir, 'tcp'), ['  sl  local_address rem_address   st tx_queue rx_queue', ...lines, ''].join('\n'));
-  writeFileSync(join(dir, 'tcp6'), '  sl  local_address remote_address st\n');
-  writeFileSync(join(dir, 'snmp'), `Tcp: ActiveOpens PassiveOpens OutRsts\nTcp: 1 2 ${outRsts}\n`);
-}
-
-const LISTEN = 10;
-const ESTABLISHED = 1;
-const TIME_WAIT = 6;
-const listener: Row = ['0.0.0.0', 8080, '0.0.0.0', 0, LISTEN];
-const conn = (clientPort: number, state = ESTABLISHED): Row => ['10.1.0.5', 8080, '10.1.2.3', clientPort, state];
-
-function setup({
-  appPorts = [8080],
-  dir = mkdtempSync(join(tmpdir(), 'proc-net-')),
-  sockDiag = undefined as SockDiag | undefined,
-} = {}) {
-  const wiring = testWiring();
-  const termination = { active: false };
-  const connections = new Connections({
-    procNetDir: dir,
-    sockDiag,
-    appPorts,
-    ownPort: 9555,
-    clock: systemClock,
-    log: wiring.log,
-    metrics: wiring.metrics,
-    pollMs: POLL_MS,
-    inTermination: () => termination.active,
-  });
-  return { ...wiring, connections, termination, dir };
-}
+import { useFakeClock } from '../helpers.js';
+import { conn, FIXTURES, listener, POLL_MS, pooled, setup, setupDiag, TIME_WAIT, writeTables } from '../sockets.js';
 
 describe('Connections', () => {
   beforeEach(useFakeClock);
@@ -203,56 +150,6 @@ describe('Connections', () => {
     expect(connections.available).toBe(false);
     expect(connections.poll()).toBeUndefined();
   });
-});
-
-/** A socket as the addon reports it (native/sockdiag.c's record layout). */
-interface DiagRow {
-  cookie: number;
-  state?: number;
-  localPort?: number;
-  remotePort?: number;
-  rxQueue?: number;
-  expiresMs?: number;
-  /** Absent: no tcp_info (TIME_WAIT). */
-  info?: { segmentsIn: number; segmentsOut: number; lastReceivedMs: number; lastSentMs: number };
-}
-
-/** Stands in for the kernel's answer to a sock_diag dump: rows set by the test, in the addon's layout. */
-function fakeSockDiag() {
-  const table = { rows: [] as DiagRow[], fail: false };
-  const record = (r: DiagRow) => [
-    r.localPort ?? 8080,
-    r.remotePort ?? 40000 + r.cookie,
-    r.state ?? ESTABLISHED,
-    r.cookie,
-    r.rxQueue ?? 0,
-    r.expiresMs ?? 0,
-    r.info?.segmentsIn ?? -1,
-    r.info?.segmentsOut ?? -1,
-    r.info?.lastReceivedMs ?? -1,
-    r.info?.lastSentMs ?? -1,
-  ];
-  const diag: SockDiag = {
-    fields: 10,
-    dump: () => {
-      if (table.fail) throw new Error('sock_diag dump: Operation not permitted');
-      return Float64Array.from([{ cookie: 1, state: LISTEN, remotePort: 0 }, ...table.rows].flatMap(record));
-    },
-  };
-  return { diag, table };
-}
-
-/** Connections through a fake sock_diag; /proc/net holds the snmp counters (and the fallback's empty tables). */
-function setupDiag(dir = mkdtempSync(join(tmpdir(), 'proc-net-'))) {
-  const { diag, table } = fakeSockDiag();
-  if (!existsSync(join(dir, 'snmp'))) writeTables(dir, []);
-  return { ...setup({ sockDiag: diag, dir }), table };
-}
-
-/** A pooled connection that has carried `segments` requests, the last one `ago` ms ago and answered. */
-const pooled = (cookie: number, segments: number, ago: number): DiagRow => ({
-  cookie,
-  info: { segmentsIn: segments, segmentsOut: segments, lastReceivedMs: ago, lastSentMs: Math.max(0, ago - 5) },
 });
 
 describe('Connections through sock_diag', () => {

@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.js';
-import { Drain, type HoldRequest } from '../../src/drain.js';
+import { Drain, type HoldRequest, type IdleRuleOptions, idleRule } from '../../src/drain.js';
 import { testWiring, useFakeClock } from '../helpers.js';
+import { conn, listener, POLL_MS, pooled, setupDiag, setup as setupProcNet, writeTables } from '../sockets.js';
 
 function setup(gracePeriodSeconds = 30) {
   const wiring = testWiring();
@@ -159,5 +160,66 @@ describe('Drain with an idle rule (/drain)', () => {
     await vi.advanceTimersByTimeAsync(3100);
     caller.abort();
     expect(await result).toMatchObject({ reason: 'caller_gone', outcome: 'caller_gone', waitedSeconds: 3.1 });
+  });
+});
+
+describe("idleRule, /drain's rule for when the app's traffic has stopped", () => {
+  beforeEach(useFakeClock);
+  afterEach(() => vi.useRealTimers());
+
+  const rule = (sources: Pick<IdleRuleOptions, 'proxy' | 'connections'>) =>
+    idleRule({ clock: systemClock, startedAt: performance.now(), minSeconds: 2, quietSeconds: 1, pollMs: POLL_MS, ...sources });
+
+  it('is absent when neither a proxy nor the app sockets are watched: /drain then waits its min', () => {
+    expect(rule({})).toBeUndefined();
+  });
+
+  it('proxy mode: idle once nothing is in flight and no request arrived for quiet seconds', async () => {
+    const { hold } = setup();
+    const proxy = { inFlight: 1, lastArrivalAt: Number.NEGATIVE_INFINITY };
+    const result = hold(20, { idle: rule({ proxy }) });
+    await vi.advanceTimersByTimeAsync(3000);
+    proxy.inFlight = 0;
+    proxy.lastArrivalAt = performance.now();
+    // Quiet runs from the last arrival: one second more.
+    await vi.advanceTimersByTimeAsync(800);
+    proxy.lastArrivalAt = performance.now();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(await result).toMatchObject({ reason: 'idle', waitedSeconds: 4.8 });
+  });
+
+  it('sock_diag: a request on a pooled connection holds it, a connection left idle in the pool does not', async () => {
+    const { hold } = setup();
+    const { connections, table, termination } = setupDiag();
+    termination.active = true;
+    table.rows = [pooled(2, 5, 4000)];
+    const traffic = connections.traffic(performance.now());
+    // As during a termination: polled every POLL_MS.
+    connections.watch();
+    const result = hold(20, { idle: rule({ connections: traffic && connections }) });
+    await vi.advanceTimersByTimeAsync(1000);
+    // At 1 s a request arrives on the pooled connection and is answered at once.
+    table.rows = [pooled(2, 6, 0)];
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    // Min is 2 s; quiet since the request at ~1.2 s: idle at the first poll from 2.2 s on.
+    await vi.advanceTimersByTimeAsync(2000);
+    const { waitedSeconds, reason } = await result;
+    expect(reason).toBe('idle');
+    expect(waitedSeconds).toBeGreaterThanOrEqual(2.2);
+    expect(waitedSeconds).toBeLessThanOrEqual(2.4);
+    connections.stop();
+  });
+
+  it('/proc/net: holds while any connection is established, since requests on it cannot be seen', async () => {
+    const { hold } = setup();
+    const { connections, dir, termination } = setupProcNet();
+    termination.active = true;
+    writeTables(dir, [listener, conn(50001)]);
+    const traffic = connections.traffic(performance.now());
+    const result = hold(20, { idle: rule({ connections: traffic && connections }) });
+    await vi.advanceTimersByTimeAsync(5000);
+    writeTables(dir, [listener]);
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    expect(await result).toMatchObject({ reason: 'idle', waitedSeconds: 5.2 });
   });
 });

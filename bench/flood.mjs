@@ -1,0 +1,195 @@
+// What the admin and proxy ports withstand: the built executable under floods of idle and slow-header connections, with
+// and without an attacker that reconnects every connection the sidecar closes. Probes /healthz and a hook call from a new
+// client meanwhile. Prints the figures and writes them into README.md between the flood-table markers.
+// Usage: npm run build:sea && node bench/flood.mjs
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, request } from 'node:http';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const IDLE = 10_000;
+const SLOW = 1_000;
+const CHURN = 2_000;
+const PROBES = 50;
+const PROBE_INTERVAL_MS = 100;
+
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function get(port, path, timeoutMs = 5000, headers = {}) {
+  const start = performance.now();
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path, headers, agent: false, timeout: timeoutMs }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - start }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => resolve({ status: 0, ms: performance.now() - start }));
+    req.end();
+  });
+}
+
+async function metric(port, series) {
+  const body = await new Promise((resolve) => {
+    request({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
+      let text = '';
+      res.on('data', (d) => {
+        text += d;
+      });
+      res.on('end', () => resolve(text));
+    }).end();
+  });
+  const line = body.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.split(' ')[1]) : undefined;
+}
+
+function rssMiB(pid) {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 102.4) / 10 : undefined;
+}
+
+async function start(env) {
+  const child = spawn(`${ROOT}dist/drain-sidecar`, [], {
+    env: { PATH: process.env.PATH, DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const ports = await new Promise((resolve, reject) => {
+    let out = '';
+    const onData = (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.includes('"drain-sidecar started"'));
+      if (!line) return;
+      const { address, proxyAddress } = JSON.parse(line);
+      child.stdout.off('data', onData);
+      child.stdout.resume();
+      resolve([address.port, proxyAddress?.port]);
+    };
+    child.stdout.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`sidecar exited ${code}: ${out}`)));
+  });
+  return { child, ports };
+}
+
+/** Opens n connections in batches; each sends `send` once connected, if given. */
+async function flood(port, n, send, sockets) {
+  for (let i = 0; i < n; i += 500) {
+    await Promise.all(
+      Array.from(
+        { length: Math.min(500, n - i) },
+        () =>
+          new Promise((resolve) => {
+            const s = connect(port, '127.0.0.1');
+            sockets.push(s);
+            s.on('error', () => resolve());
+            s.on('close', () => resolve());
+            s.on('connect', () => {
+              if (send) s.write(send);
+              resolve();
+            });
+          }),
+      ),
+    );
+  }
+}
+
+/** Keeps `size` connections open, reconnecting each one the sidecar closes, until stopped. */
+function churn(port, size) {
+  let stopped = false;
+  let opened = 0;
+  const live = new Set();
+  const open = () => {
+    if (stopped) return;
+    const s = connect(port, '127.0.0.1');
+    opened++;
+    live.add(s);
+    s.on('error', () => undefined);
+    s.on('close', () => {
+      live.delete(s);
+      setImmediate(open);
+    });
+  };
+  for (let i = 0; i < size; i++) open();
+  return {
+    opened: () => opened,
+    stop: () => {
+      stopped = true;
+      for (const s of live) s.destroy();
+    },
+  };
+}
+
+async function probe(adminPort, path) {
+  const answers = [];
+  for (let i = 0; i < PROBES; i++) {
+    answers.push(await get(adminPort, path, 2000));
+    await pause(PROBE_INTERVAL_MS);
+  }
+  const ok = answers.filter((a) => a.status === 200);
+  const ms = ok.map((a) => a.ms).sort((a, b) => a - b);
+  return { answered: `${ok.length} of ${PROBES}`, p50: ms[Math.floor(ms.length / 2)], max: ms.at(-1) };
+}
+
+async function scenario(name, env, target) {
+  const app = createServer((_req, res) => res.end('app'));
+  await new Promise((r) => app.listen(0, '127.0.0.1', r));
+  const appPort = app.address().port;
+  const proxyEnv = target === 'proxy' ? { DRAIN_PROXY_LISTEN: '127.0.0.1:0', DRAIN_PROXY_UPSTREAM: `127.0.0.1:${appPort}` } : {};
+  const { child, ports } = await start({ ...env, ...proxyEnv });
+  const [adminPort, proxyPort] = ports;
+  const port = target === 'proxy' ? proxyPort : adminPort;
+  const sockets = [];
+  const rssBefore = rssMiB(child.pid);
+  const floodStart = performance.now();
+  await flood(port, IDLE, undefined, sockets);
+  await flood(port, SLOW, target === 'proxy' ? 'GET / HTTP/1.1\r\nHost: po' : 'GET /healthz HTTP/1.1\r\nHost: po', sockets);
+  const floodSeconds = (performance.now() - floodStart) / 1000;
+  const health = await probe(adminPort, '/healthz');
+  const auth = env.DRAIN_HOOK_TOKEN ? { authorization: `Bearer ${env.DRAIN_HOOK_TOKEN}` } : {};
+  const hook = await get(adminPort, '/sleep?s=0.2', 5000, auth);
+  const proxied = target === 'proxy' ? await get(proxyPort, '/') : undefined;
+  const attacker = churn(port, CHURN);
+  await pause(500);
+  const underChurn = await probe(adminPort, '/healthz');
+  const churnHook = await get(adminPort, '/sleep?s=0.2', 5000, auth);
+  const churnProxied = target === 'proxy' ? await get(proxyPort, '/') : undefined;
+  attacker.stop();
+  const listener = target === 'proxy' ? 'proxy' : 'admin';
+  const evicted = await metric(adminPort, `drain_sidecar_shed_connections_total{listener="${listener}",reason="evicted_idle"}`);
+  const rssAfter = rssMiB(child.pid);
+  for (const s of sockets) s.destroy();
+  child.kill('SIGKILL');
+  app.close();
+  app.closeAllConnections();
+  const row = {
+    scenario: name,
+    flood: `${IDLE.toLocaleString('en')} idle + ${SLOW.toLocaleString('en')} slow-header in ${floodSeconds.toFixed(1)} s`,
+    healthz: `${health.answered}, p50 ${health.p50?.toFixed(1)} ms, max ${health.max?.toFixed(1)} ms`,
+    hook: `${hook.status}, ${hook.ms.toFixed(0)} ms for s=0.2${proxied ? `; proxied request ${proxied.status}` : ''}`,
+    churn: `${CHURN.toLocaleString('en')} reconnecting (${attacker.opened().toLocaleString('en')} connections opened): /healthz ${underChurn.answered}, max ${underChurn.max?.toFixed(1)} ms; hook ${churnHook.status}${churnProxied ? `; proxied ${churnProxied.status}` : ''}`,
+    evicted: evicted?.toLocaleString('en'),
+    rss: `${rssBefore} → ${rssAfter} MiB`,
+  };
+  console.log(row);
+  return row;
+}
+
+const rows = [
+  await scenario('admin port, defaults', {}, 'admin'),
+  await scenario('admin port, token set', { DRAIN_HOOK_TOKEN: 'bench' }, 'admin'),
+  await scenario('proxy port, defaults', {}, 'proxy'),
+];
+const table = [
+  '| port under attack | flood | new client /healthz (admin) | hook call from a new client | attacker reconnecting what it loses | connections evicted | sidecar RSS |',
+  '|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.scenario} | ${r.flood} | ${r.healthz} | ${r.hook} | ${r.churn} | ${r.evicted} | ${r.rss} |`),
+].join('\n');
+const README = `${ROOT}README.md`;
+const text = readFileSync(README, 'utf8');
+const [startMark, endMark] = ['<!-- flood-table:start -->', '<!-- flood-table:end -->'];
+const a = text.indexOf(startMark);
+const b = text.indexOf(endMark);
+if (a !== -1 && b !== -1) {
+  writeFileSync(README, `${text.slice(0, a + startMark.length)}\n${table}\n${text.slice(b)}`);
+  console.log('README.md: flood table written');
+} else console.log(table);
