@@ -1,7 +1,7 @@
 // Termination drill: the rollout 503s of the field report, recreated with real processes, a real load balancer (nginx)
 // and a real Prometheus, and what drain-sidecar changes. For each scenario: an "old" and a "new" pod, each an app plus
 // the built sidecar sharing a network namespace (as root with `ip`; otherwise ports on loopback); a client sending a
-// steady rate through nginx; a kubelet emulator deleting the old pod as DESIGN section 3 describes; nginx dropping the
+// steady rate through nginx; a kubelet emulator deleting the old pod as the kubelet does (docs/kubelet.md); nginx dropping the
 // old pod only after a propagation delay D. Prints a table per scenario and writes JSON and Markdown.
 // Usage: npm run drill -- [--full] [--scenarios a,b,c,e,f] [--delay D] [--out DIR]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -277,7 +277,7 @@ function classify({ status, error }) {
 /** Resolves true if the process exits within ms. */
 const exitsWithin = (proc, ms) => Promise.race([proc.exited.then(() => true), sleep(ms).then(() => false)]);
 
-/** Deletes a pod as the kubelet does (DESIGN section 3); returns the timeline, in seconds from t0. */
+/** Deletes a pod as the kubelet does (docs/kubelet.md); returns the timeline, in seconds from t0. */
 async function deletePod(pod, scenario, t0) {
   const graceMs = variant.grace * 1000;
   const at = () => (now() - t0) / 1000;

@@ -1,4 +1,5 @@
-// The admin HTTP API (DESIGN section 4). Errors are typed and turned into JSON answers in one place (onError).
+// The admin HTTP API: hook calls, probes, metrics and status. Errors are typed and turned into JSON answers in one place
+// (onError).
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { HttpBindings } from '@hono/node-server';

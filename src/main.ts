@@ -1,10 +1,11 @@
 // The only module that touches the process: arguments, environment, signals, stdout and exit.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isSea } from 'node:sea';
 import { type Logger, pino } from 'pino';
 import pkg from '../package.json' with { type: 'json' };
+import { runSubcommand, SUBCOMMANDS } from './cli.js';
 import { systemClock } from './clock.js';
 import { parseConfig, redactConfig, renderHelp } from './config.js';
 import { createSidecar } from './sidecar.js';
@@ -31,10 +32,22 @@ function loadSockDiag(log: Logger): SockDiag | undefined {
   }
 }
 
+/** A subcommand (inject, check): synchronous writes, so nothing is lost to process.exit on a pipe. */
+function subcommand(name: keyof typeof SUBCOMMANDS, argv: string[]): never {
+  const code = runSubcommand(name, argv, {
+    stdin: () => readFileSync(0, 'utf8'),
+    out: (text) => writeSync(1, text),
+    err: (text) => writeSync(2, text),
+  });
+  return process.exit(code);
+}
+
 async function main(): Promise<void> {
+  const [first, ...rest] = process.argv.slice(2);
+  if (first !== undefined && Object.hasOwn(SUBCOMMANDS, first)) subcommand(first as keyof typeof SUBCOMMANDS, rest);
   const result = parseConfig(process.env, process.argv.slice(2));
   if (result.ok === 'help') {
-    process.stdout.write(renderHelp('drain-sidecar'));
+    process.stdout.write(renderHelp('drain-sidecar', SUBCOMMANDS));
     return process.exit(0);
   }
   if (result.ok === 'version') {

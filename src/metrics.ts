@@ -17,7 +17,7 @@ export const METRIC_PREFIX = 'drain_sidecar_';
 export const HOOK_ENDPOINTS = ['sleep', 'drain'] as const;
 export type HookEndpoint = (typeof HOOK_ENDPOINTS)[number];
 
-// One outcome per hook call. clamped and malformed calls still held the pod (see DESIGN section 4).
+// One outcome per hook call. clamped and malformed calls still held the pod: a typo must never turn the hook into no hook.
 export const HOOK_OUTCOMES = ['ok', 'clamped', 'malformed', 'caller_gone', 'rejected_busy', 'unauthorized'] as const;
 export type HookOutcome = (typeof HOOK_OUTCOMES)[number];
 

@@ -35,7 +35,7 @@ export interface DiagSocket {
 }
 
 // The record layout of native/sockdiag.c.
-enum F {
+enum RecordField {
   LocalPort,
   RemotePort,
   State,
@@ -54,27 +54,28 @@ enum F {
  * for an addon of another record layout (the caller falls back to /proc/net, as for a dump the kernel refused).
  */
 export function decodeSockDiag(diag: SockDiag, v: Float64Array): DiagSocket[] {
-  if (diag.fields !== F.Count) throw new Error(`sock_diag addon has ${diag.fields} fields per socket, expected ${F.Count}`);
+  if (diag.fields !== RecordField.Count)
+    throw new Error(`sock_diag addon has ${diag.fields} fields per socket, expected ${RecordField.Count}`);
   const sockets: DiagSocket[] = [];
-  for (let i = 0; i < v.length; i += F.Count) {
-    const state = TCP_STATES[(v[i + F.State] as number) - 1];
+  for (let i = 0; i < v.length; i += RecordField.Count) {
+    const state = TCP_STATES[(v[i + RecordField.State] as number) - 1];
     if (!state) continue;
-    const segments = v[i + F.DataSegmentsIn] as number;
+    const segments = v[i + RecordField.DataSegmentsIn] as number;
     sockets.push({
-      id: v[i + F.Cookie] as number,
-      localPort: v[i + F.LocalPort] as number,
-      remotePort: v[i + F.RemotePort] as number,
+      id: v[i + RecordField.Cookie] as number,
+      localPort: v[i + RecordField.LocalPort] as number,
+      remotePort: v[i + RecordField.RemotePort] as number,
       state,
-      rxQueue: v[i + F.RxQueue] as number,
-      expiresMs: v[i + F.ExpiresMs] as number,
+      rxQueue: v[i + RecordField.RxQueue] as number,
+      expiresMs: v[i + RecordField.ExpiresMs] as number,
       info:
         segments < 0
           ? undefined
           : {
               dataSegmentsIn: segments,
-              dataSegmentsOut: v[i + F.DataSegmentsOut] as number,
-              lastDataReceivedMs: v[i + F.LastDataReceivedMs] as number,
-              lastDataSentMs: v[i + F.LastDataSentMs] as number,
+              dataSegmentsOut: v[i + RecordField.DataSegmentsOut] as number,
+              lastDataReceivedMs: v[i + RecordField.LastDataReceivedMs] as number,
+              lastDataSentMs: v[i + RecordField.LastDataSentMs] as number,
             },
     });
   }

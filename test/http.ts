@@ -93,3 +93,13 @@ export function rawExchange(port: number, bytes: string | Buffer, quietMs = 150)
 
 /** The status codes of every HTTP response in a raw byte stream, in order. */
 export const statusLines = (text: string): number[] => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+
+/** Polls /healthz on 127.0.0.1:port until it answers 200; fails after ms naming what was awaited. */
+export async function waitForHealthz(port: number, ms: number, what: string): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    if ((await get(port, '/healthz').catch(() => undefined))?.status === 200) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}

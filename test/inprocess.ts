@@ -3,14 +3,8 @@ import { vi } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { parseConfig } from '../src/config.js';
 import { createSidecar } from '../src/sidecar.js';
+import { onCleanup } from './cleanup.js';
 import { loadSockDiag, testWiring } from './helpers.js';
-
-const running: { stop(): Promise<void> }[] = [];
-
-/** Stops every sidecar started since the last call; register it with afterEach. */
-export async function stopSidecars(): Promise<void> {
-  await Promise.all(running.splice(0).map((s) => s.stop()));
-}
 
 /** With the built sock_diag addon, as the executable has it; sockDiag false: the /proc/net fallback. */
 export async function startSidecar(env: Record<string, string> = {}, { sockDiag = true } = {}) {
@@ -27,7 +21,7 @@ export async function startSidecar(env: Record<string, string> = {}, { sockDiag 
     sockDiag: sockDiag ? loadSockDiag() : undefined,
     exit,
   });
-  running.push(sidecar);
+  onCleanup(() => sidecar.stop());
   const { admin, proxy } = await sidecar.start();
   const port = admin.port;
   /** The proxy's port in proxy mode, else 0. */

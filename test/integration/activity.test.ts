@@ -3,15 +3,12 @@
 import { Agent, createServer, request, type Server } from 'node:http';
 import { createServer as createTcpServer, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { cleanup, listenLocal, onCleanup } from '../cleanup.js';
 import { get, metric } from '../http.js';
-import { startSidecar, stopSidecars } from '../inprocess.js';
+import { startSidecar } from '../inprocess.js';
 import { within } from '../process.js';
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await stopSidecars();
-  for (const c of cleanups.splice(0)) c();
-});
+afterEach(cleanup);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -24,18 +21,13 @@ async function startApp(handler?: () => Promise<void>): Promise<{ port: number; 
   });
   server.keepAliveTimeout = 60_000;
   server.on('connection', () => accepted++);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanups.push(() => {
-    server.close();
-    server.closeAllConnections();
-  });
-  return { port: (server.address() as { port: number }).port, accepted: () => accepted, server };
+  return { port: await listenLocal(server), accepted: () => accepted, server };
 }
 
 /** A keep-alive pool of `size` connections to the app, opened now. */
 async function pool(port: number, size: number) {
   const agent = new Agent({ keepAlive: true, maxSockets: size });
-  cleanups.push(() => agent.destroy());
+  onCleanup(() => agent.destroy());
   const send = () =>
     new Promise<void>((resolve, reject) => {
       const req = request({ host: '127.0.0.1', port, path: '/', agent, timeout: 5000 }, (res) => {
@@ -58,7 +50,7 @@ function scrapeEverySecond(sidecarPort: number) {
       .on('error', () => undefined)
       .end();
   }, 1000);
-  cleanups.push(() => {
+  onCleanup(() => {
     clearInterval(timer);
     agent.destroy();
   });
@@ -153,7 +145,7 @@ describe('activity on pooled keep-alive connections (sock_diag)', () => {
     // The database: answers each line it receives.
     const db = createTcpServer((s) => s.on('data', (d) => s.write(d)).on('error', () => undefined));
     await new Promise<void>((r) => db.listen(0, '127.0.0.1', r));
-    cleanups.push(() => db.close());
+    onCleanup(() => db.close());
     const dbPort = (db.address() as { port: number }).port;
     const app = await startApp();
     const { port } = await startSidecar({ ...POLL, DRAIN_APP_PORTS: String(app.port) });
@@ -165,7 +157,7 @@ describe('activity on pooled keep-alive connections (sock_diag)', () => {
     let answers = 0;
     conn.on('data', () => answers++);
     const job = setInterval(() => conn.write('SELECT 1\n'), 100);
-    cleanups.push(() => {
+    onCleanup(() => {
       clearInterval(job);
       conn.destroy();
     });
@@ -181,7 +173,7 @@ describe('activity on pooled keep-alive connections (sock_diag)', () => {
     const app = await startApp(() => new Promise<void>((r) => (release = r)));
     const { port } = await startSidecar({ ...POLL, DRAIN_APP_PORTS: String(app.port) });
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    cleanups.push(() => agent.destroy());
+    onCleanup(() => agent.destroy());
     const slow = new Promise<void>((resolve) =>
       request({ host: '127.0.0.1', port: app.port, path: '/', agent }, (res) => res.resume().on('end', resolve)).end(),
     );

@@ -1,10 +1,11 @@
 // The HTTP API on a real socket.
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { cleanup } from '../cleanup.js';
 import { get, metric } from '../http.js';
-import { startSidecar, stopSidecars } from '../inprocess.js';
+import { startSidecar } from '../inprocess.js';
 
-afterEach(stopSidecars);
+afterEach(cleanup);
 
 describe('hook endpoints', () => {
   it('/sleep?s=0.5 answers 200 after half a second with what it did', async () => {

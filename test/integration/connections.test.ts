@@ -1,22 +1,17 @@
 // Passive watch of an app on real loopback sockets: the kernel's tables, read by the sidecar as in a pod.
 import { createServer, type Server, Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { cleanup, listenLocal, onCleanup } from '../cleanup.js';
 import { get, metric } from '../http.js';
-import { startSidecar, stopSidecars } from '../inprocess.js';
+import { startSidecar } from '../inprocess.js';
 import { startSidecarProcess, within } from '../process.js';
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await stopSidecars();
-  for (const c of cleanups.splice(0)) c();
-});
+afterEach(cleanup);
 
 /** A TCP "app" on a free loopback port that keeps every connection open until the client closes it. */
 async function startApp(): Promise<{ server: Server; port: number }> {
   const server = createServer((socket) => socket.on('error', () => undefined));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanups.push(() => server.close());
-  return { server, port: (server.address() as { port: number }).port };
+  return { server, port: await listenLocal(server) };
 }
 
 async function connect(port: number, n: number): Promise<Socket[]> {
@@ -31,7 +26,7 @@ async function connect(port: number, n: number): Promise<Socket[]> {
         }),
     ),
   );
-  cleanups.push(() => {
+  onCleanup(() => {
     for (const s of sockets) s.destroy();
   });
   return sockets;

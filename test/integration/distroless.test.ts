@@ -7,7 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { get } from '../http.js';
+import { get, waitForHealthz } from '../http.js';
 import { ADDON, EXECUTABLE, within } from '../process.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -92,17 +92,7 @@ describe.skipIf(!isRoot && process.env.CI !== 'true')('the executable in a distr
     });
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     try {
-      await within(
-        10_000,
-        'the sidecar to serve /healthz',
-        (async () => {
-          for (;;) {
-            const answer = await get(PORT, '/healthz').catch(() => undefined);
-            if (answer?.status === 200) return;
-            await new Promise((r) => setTimeout(r, 50));
-          }
-        })(),
-      );
+      await waitForHealthz(PORT, 10_000, 'the sidecar to serve /healthz');
       // unshare forks the namespace's first process; chroot then becomes the sidecar.
       const sidecarPid = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim());
       const status = readFileSync(`/proc/${sidecarPid}/status`, 'utf8');

@@ -3,21 +3,19 @@
 
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { cleanup, listenLocal, onCleanup } from '../cleanup.js';
 import { get, metric, rawExchange, statusLines } from '../http.js';
 import { ADDON, EXECUTABLE, run, type SidecarProcess, startSidecarProcess, within } from '../process.js';
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const c of cleanups.splice(0).reverse()) c();
-});
+afterEach(cleanup);
 
 function stopAfter(sidecar: SidecarProcess): SidecarProcess {
-  cleanups.push(() => sidecar.child.kill('SIGKILL'));
+  onCleanup(() => sidecar.child.kill('SIGKILL'));
   return sidecar;
 }
 
@@ -76,7 +74,7 @@ describe('start-up files', () => {
   /** The executable (hard-linked, it is large) with an addon of our choosing beside it. */
   function executableWithAddon(addon: Buffer): string {
     const dir = mkdtempSync(join(tmpdir(), 'sidecar-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
     const exe = join(dir, 'drain-sidecar');
     try {
       linkSync(EXECUTABLE, exe);
@@ -91,7 +89,7 @@ describe('start-up files', () => {
     const whole = readFileSync(ADDON);
     const exe = executableWithAddon(whole.subarray(0, Math.floor(whole.length / 2)));
     const proc = run([], { DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', DRAIN_APP_PORTS: '1' }, exe);
-    cleanups.push(() => proc.child.kill('SIGKILL'));
+    onCleanup(() => proc.child.kill('SIGKILL'));
     await within(
       10_000,
       'the start',
@@ -114,7 +112,7 @@ describe('start-up files', () => {
 
   it('starts and serves when DRAIN_PROC_NET_DIR holds a FIFO instead of a table', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'proc-net-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
     execFileSync('mkfifo', [join(dir, 'tcp'), join(dir, 'snmp')]);
     const sidecar = stopAfter(await startSidecarProcess({ DRAIN_APP_PORTS: '1', DRAIN_PROC_NET_DIR: dir }));
     expect((await within(5000, '/healthz', get(sidecar.port, '/healthz'))).status).toBe(200);
@@ -181,7 +179,7 @@ describe('hooks the HTTP parser rejects', () => {
 /** Opens n connections to port in batches (the accept queue is finite); each sends `send` once connected, if given. */
 async function flood(port: number, n: number, send?: string): Promise<Socket[]> {
   const sockets: Socket[] = [];
-  cleanups.push(() => {
+  onCleanup(() => {
     for (const s of sockets) s.destroy();
   });
   for (let i = 0; i < n; i += 500) {
@@ -224,13 +222,7 @@ describe('connection floods', () => {
   it('keeps the admin port healthy and serves a new proxy client with 10,000 idle connections on the proxy port', {
     timeout: 60_000,
   }, async () => {
-    const app: Server = createServer((_req, res) => res.end('app'));
-    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-    cleanups.push(() => {
-      app.close();
-      app.closeAllConnections();
-    });
-    const appPort = (app.address() as { port: number }).port;
+    const appPort = await listenLocal(createServer((_req, res) => res.end('app')));
     const sidecar = stopAfter(
       await startSidecarProcess({
         DRAIN_PROXY_LISTEN: '127.0.0.1:0',

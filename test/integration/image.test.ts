@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:net';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pkg from '../../package.json' with { type: 'json' };
-import { get } from '../http.js';
+import { get, waitForHealthz } from '../http.js';
 import { within } from '../process.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -86,16 +86,7 @@ describe.skipIf(!hasPodman && process.env.CI !== 'true')('the image, run with po
   });
 
   it('serves the hook on the host network, as uid 65532', async () => {
-    await within(
-      15_000,
-      'the container to serve /healthz',
-      (async () => {
-        for (;;) {
-          if ((await get(PORT, '/healthz').catch(() => undefined))?.status === 200) return;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      })(),
-    );
+    await waitForHealthz(PORT, 15_000, 'the container to serve /healthz');
     expect((await get(PORT, '/sleep?s=0.1')).status).toBe(200);
     const pid = podman('inspect', CONTAINER, '--format', '{{.State.Pid}}').trim();
     expect(readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(/^Uid:\s+65532\s+65532\s+65532\s+65532$/m);

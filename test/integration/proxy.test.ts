@@ -1,27 +1,15 @@
 // Proxy mode with real upstream servers and real sockets: streaming, upgrades, the drain's Connection: close, and exact
 // counts of requests refused during termination.
 import { createHash } from 'node:crypto';
-import { Agent, createServer, type IncomingMessage, request, type Server } from 'node:http';
+import { Agent, createServer, type IncomingMessage, request } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { cleanup, listenLocal, onCleanup } from '../cleanup.js';
 import { get, metric } from '../http.js';
-import { startSidecar, stopSidecars } from '../inprocess.js';
+import { startSidecar } from '../inprocess.js';
 import { within } from '../process.js';
 
-const cleanups: (() => void)[] = [];
-afterEach(async () => {
-  await stopSidecars();
-  for (const c of cleanups.splice(0)) c();
-});
-
-async function listen(server: Server): Promise<number> {
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  cleanups.push(() => {
-    server.close();
-    server.closeAllConnections();
-  });
-  return (server.address() as { port: number }).port;
-}
+afterEach(cleanup);
 
 async function startProxy(upstreamPort: number, env: Record<string, string> = {}) {
   const sidecar = await startSidecar({
@@ -88,7 +76,7 @@ describe('proxy mode', () => {
         res.end();
       });
     });
-    const { proxyPort } = await startProxy(await listen(app));
+    const { proxyPort } = await startProxy(await listenLocal(app));
     const body = Buffer.concat(Array.from({ length: 48 * 1024 }, (_, i) => block(i + 7))); // 3 MiB
     const expected = sha(Buffer.concat(Array.from({ length: RESPONSE_BLOCKS }, (_, i) => block(i))));
 
@@ -114,7 +102,7 @@ describe('proxy mode', () => {
         setTimeout(() => res.end('rest'), 300);
       });
     });
-    const { proxyPort } = await startProxy(await listen(app));
+    const { proxyPort } = await startProxy(await listenLocal(app));
     const req = request({ host: '127.0.0.1', port: proxyPort, method: 'POST', path: '/' });
     req.on('error', () => undefined);
     req.write('part one;');
@@ -132,9 +120,9 @@ describe('proxy mode', () => {
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: Upgrade\r\nx-seen-path: ${req.url}\r\n\r\n`);
       socket.on('data', (d) => socket.write(Buffer.concat([Buffer.from('echo:'), d])));
     });
-    const { proxyPort } = await startProxy(await listen(app));
+    const { proxyPort } = await startProxy(await listenLocal(app));
     const socket = connect(proxyPort, '127.0.0.1');
-    cleanups.push(() => socket.destroy());
+    onCleanup(() => socket.destroy());
     let received = '';
     socket.on('data', (d) => {
       received += d.toString();
@@ -153,7 +141,7 @@ describe('proxy mode', () => {
       res.writeHead(200, { 'keep-alive': 'timeout=99', 'x-app': 'yes' });
       res.end();
     });
-    const { proxyPort } = await startProxy(await listen(app));
+    const { proxyPort } = await startProxy(await listenLocal(app));
     const reply = await send(proxyPort, {
       headers: {
         host: 'shop.example',
@@ -181,7 +169,7 @@ describe('proxy mode', () => {
       });
       req.resume();
     });
-    const { proxyPort, port } = await startProxy(await listen(app));
+    const { proxyPort, port } = await startProxy(await listenLocal(app));
     const caller = new AbortController();
     const req = request({ host: '127.0.0.1', port: proxyPort, path: '/slow', signal: caller.signal });
     req.on('error', () => undefined);
@@ -204,7 +192,7 @@ describe('proxy mode', () => {
       res.write('partial');
       setTimeout(() => res.socket?.destroy(), 50);
     });
-    const { proxyPort, port } = await startProxy(await listen(app));
+    const { proxyPort, port } = await startProxy(await listenLocal(app));
     const req = request({ host: '127.0.0.1', port: proxyPort, path: '/cut' });
     const cut = new Promise<void>((resolve) => {
       req.on('response', (res) => {
@@ -229,9 +217,9 @@ describe('proxy mode', () => {
   it('shows in the in-flight gauge every request a slow app holds', async () => {
     const held: (() => void)[] = [];
     const app = createServer((_req, res) => held.push(() => res.end('ok')));
-    const { proxyPort, port } = await startProxy(await listen(app));
+    const { proxyPort, port } = await startProxy(await listenLocal(app));
     const agent = new Agent({ keepAlive: true, maxSockets: 100 });
-    cleanups.push(() => agent.destroy());
+    onCleanup(() => agent.destroy());
     const replies = Promise.all(Array.from({ length: 40 }, () => send(proxyPort, { agent })));
     await vi.waitFor(async () => expect(await metric(port, 'drain_sidecar_proxy_requests_in_flight')).toBe(40), {
       timeout: 5000,
@@ -244,9 +232,9 @@ describe('proxy mode', () => {
 
   it('during a drain answers with Connection: close, and finishes a request that began before it', async () => {
     const app = createServer((req, res) => setTimeout(() => res.end(req.url), req.url === '/slow' ? 600 : 0));
-    const { proxyPort, port } = await startProxy(await listen(app));
+    const { proxyPort, port } = await startProxy(await listenLocal(app));
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    cleanups.push(() => agent.destroy());
+    onCleanup(() => agent.destroy());
     const before = await send(proxyPort, { agent });
     expect(before.headers.connection).toBe('keep-alive');
     const slow = send(proxyPort, { path: '/slow', agent });
@@ -264,9 +252,9 @@ describe('proxy mode', () => {
 
   it('keeps idle keep-alive client connections when a drain starts, and closes each after its next answer', async () => {
     const app = createServer((_req, res) => res.end('ok'));
-    const { proxyPort, port } = await startProxy(await listen(app));
+    const { proxyPort, port } = await startProxy(await listenLocal(app));
     const socket = connect(proxyPort, '127.0.0.1');
-    cleanups.push(() => socket.destroy());
+    onCleanup(() => socket.destroy());
     let received = '';
     socket.on('data', (d) => {
       received += d;
@@ -288,7 +276,7 @@ describe('proxy mode', () => {
 
   it('after the app stops during termination, answers 503 to every request and counts each exactly; outside, 502', async () => {
     const app = createServer((_req, res) => res.end('ok'));
-    const appPort = await listen(app);
+    const appPort = await listenLocal(app);
     const { proxyPort, port } = await startProxy(appPort);
     // Outside termination: the same failure is the app's problem, a 502.
     app.close();
@@ -314,9 +302,9 @@ describe('proxy mode', () => {
   it('makes /drain wait for requests, not connections: idle once nothing is in flight and none arrived for quiet', async () => {
     const held: (() => void)[] = [];
     const app = createServer((_req, res) => held.push(() => res.end('ok')));
-    const { proxyPort, port } = await startProxy(await listen(app));
+    const { proxyPort, port } = await startProxy(await listenLocal(app));
     const agent = new Agent({ keepAlive: true });
-    cleanups.push(() => agent.destroy());
+    onCleanup(() => agent.destroy());
     const inFlight = send(proxyPort, { agent });
     await vi.waitFor(() => expect(held).toHaveLength(1), { timeout: 3000 });
     const hook = get(port, '/drain?min=0.2&max=8&quiet=0.3');

@@ -1,10 +1,11 @@
 // Hostile HTTP/1.1 through the proxy, written byte by byte as an attacker would, against a real upstream (Node's HTTP
 // server, keep-alive) that records every request it parses. The rule: the app parses exactly the requests the proxy's
 // own parser read, each with the body the client framed, and no client ever receives another request's response.
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { cleanup, listenLocal } from '../cleanup.js';
 import { metric, rawExchange, statusLines } from '../http.js';
-import { startSidecar, stopSidecars } from '../inprocess.js';
+import { startSidecar } from '../inprocess.js';
 
 interface Seen {
   method: string;
@@ -13,14 +14,13 @@ interface Seen {
   headers: IncomingHttpHeaders;
 }
 
-let app: Server;
 let seen: Seen[];
 let proxyPort: number;
 let adminPort: number;
 
 beforeEach(async () => {
   seen = [];
-  app = createServer((req, res) => {
+  const app = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -35,20 +35,13 @@ beforeEach(async () => {
     });
   });
   app.keepAliveTimeout = 60_000;
-  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-  const sidecar = await startSidecar({
-    DRAIN_PROXY_LISTEN: '127.0.0.1:0',
-    DRAIN_PROXY_UPSTREAM: `127.0.0.1:${(app.address() as { port: number }).port}`,
-  });
+  const appPort = await listenLocal(app);
+  const sidecar = await startSidecar({ DRAIN_PROXY_LISTEN: '127.0.0.1:0', DRAIN_PROXY_UPSTREAM: `127.0.0.1:${appPort}` });
   adminPort = sidecar.port;
   proxyPort = sidecar.proxyPort;
 });
 
-afterEach(async () => {
-  await stopSidecars();
-  app.close();
-  app.closeAllConnections();
-});
+afterEach(cleanup);
 
 // What an attacker hides in a body: a whole second request.
 const SMUGGLED = 'GET /smuggled HTTP/1.1\r\nHost: pod\r\n\r\n';
