@@ -4,38 +4,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import { Gateway, HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1';
-import { GCPBackendPolicy, HealthCheckPolicy } from '@kubernetes-models/gke/networking.gke.io/v1';
-import { PodMonitor, PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
-import { Deployment } from 'kubernetes-models/apps/v1';
-import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
-import { Service } from 'kubernetes-models/v1';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig } from '../../src/config.js';
+import type { PodSpec } from '../../src/inject.js';
 import { METRIC_SPECS } from '../../src/metrics.js';
-import { hookHoldSeconds } from '../../src/params.js';
+import { expectConsistentPod, type Manifest, validate } from '../kube.js';
 
 const K8S = resolve(import.meta.dirname, '../../k8s');
-type Manifest = { apiVersion: string; kind: string; metadata?: { name?: string }; [k: string]: unknown };
-
-const MODELS: Record<string, new (data: never) => { validate(): void }> = {
-  'apps/v1/Deployment': Deployment,
-  'v1/Service': Service,
-  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
-  'gateway.networking.k8s.io/v1/Gateway': Gateway,
-  'gateway.networking.k8s.io/v1/HTTPRoute': HTTPRoute,
-  'networking.gke.io/v1/HealthCheckPolicy': HealthCheckPolicy,
-  'networking.gke.io/v1/GCPBackendPolicy': GCPBackendPolicy,
-  'monitoring.coreos.com/v1/PodMonitor': PodMonitor,
-  'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
-};
-
-function validate(m: Manifest): void {
-  const Model = MODELS[`${m.apiVersion}/${m.kind}`];
-  if (!Model) throw new Error(`no schema for ${m.apiVersion} ${m.kind}`);
-  new Model(m as never).validate();
-}
 
 const parse = (text: string) =>
   parseAllDocuments(text)
@@ -107,30 +83,7 @@ describe.skipIf(!hasKubectl && process.env.CI !== 'true')('k8s kustomizations, r
   it.each(deployments.map(([dir, d]) => [`${dir}/${d.metadata?.name}`, d] as const))(
     '%s: the hook calls the sidecar, fits the grace period, and the sidecar accepts its own settings',
     (_name, deployment) => {
-      const pod = (deployment as unknown as PodDeployment).spec.template.spec;
-      const grace = pod.terminationGracePeriodSeconds ?? 30;
-      const env = sidecarEnv(pod);
-      const parsed = parseConfig(env, []);
-      expect(parsed).toMatchObject({ ok: true, warnings: [] });
-      if (parsed.ok !== true) return;
-      expect(parsed.config.gracePeriodSeconds).toBe(grace);
-      const hooks = pod.containers.map((c) => c.lifecycle?.preStop?.httpGet).filter((h) => h !== undefined);
-      expect(hooks.length).toBeGreaterThan(0);
-      for (const hook of hooks) {
-        expect(hook.port).toBe(parsed.config.port);
-        const wait = hookHoldSeconds(hook.path, parsed.config) ?? Number.POSITIVE_INFINITY;
-        // The app's own shutdown after the hook: at least 5 s of the grace period stay for it.
-        expect(wait + APP_SHUTDOWN_SECONDS).toBeLessThanOrEqual(grace);
-      }
-      const sidecar = [...(pod.initContainers ?? []), ...pod.containers].find((c) => c.name === 'drain-sidecar');
-      expect(sidecar?.securityContext).toMatchObject({
-        runAsNonRoot: true,
-        runAsUser: 65532,
-        readOnlyRootFilesystem: true,
-        allowPrivilegeEscalation: false,
-        capabilities: { drop: ['ALL'] },
-        seccompProfile: { type: 'RuntimeDefault' },
-      });
+      expectConsistentPod((deployment as unknown as PodDeployment).spec.template.spec as unknown as PodSpec);
     },
   );
 });
@@ -186,8 +139,6 @@ describe('k8s monitoring', () => {
     expect(Number.parseInt(endpoint?.interval ?? '', 10)).toBeLessThan(defaults.config.finalScrapeSeconds);
   });
 });
-
-const APP_SHUTDOWN_SECONDS = 5;
 
 interface Container {
   name: string;
