@@ -324,6 +324,9 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
   const sidecarPort = config?.port ?? SIDECAR_PORT;
   const hookDefaults = config ?? { defaultSleepSeconds: 20, maxSleepSeconds: 25, drainMinSeconds: 5, drainQuietSeconds: 3 };
 
+  if (!sidecar && w.template.metadata?.labels?.[`${ANNOTATION}/inject`] === 'true') {
+    add('error', `is labelled ${ANNOTATION}/inject: "true" but has no drain-sidecar: the webhook was down or refused it`, 'see the webhook\'s warnings and drain_sidecar_webhook_reviews_total; recreate the pod once fixed');
+  }
   for (const c of appContainers(spec)) {
     const hook = c.lifecycle?.preStop;
     if (!c.readinessProbe) {

@@ -10,6 +10,7 @@ import { systemClock } from './clock.js';
 import { parseConfig, redactConfig, renderHelp } from './config.js';
 import { createSidecar } from './sidecar.js';
 import { isWholeElf, type SockDiag } from './sockdiag.js';
+import { createWebhook, parseWebhookArgs, WEBHOOK_HELP } from './webhook.js';
 
 // Exit codes, as the reloaders do: 2 for configuration the user must fix, 1 for a failure at run time.
 const EXIT_CONFIG = 2;
@@ -42,12 +43,44 @@ function subcommand(name: keyof typeof SUBCOMMANDS, argv: string[]): never {
   return process.exit(code);
 }
 
+/** `drain-sidecar webhook`: serves until SIGTERM or SIGINT, then closes and exits 0. */
+async function webhook(argv: string[]): Promise<void> {
+  let config: ReturnType<typeof parseWebhookArgs>;
+  try {
+    config = parseWebhookArgs(argv);
+  } catch (err) {
+    process.stderr.write(`drain-sidecar webhook: ${(err as Error).message}\n`);
+    return process.exit(EXIT_CONFIG);
+  }
+  if (config === 'help') {
+    process.stdout.write(WEBHOOK_HELP);
+    return process.exit(0);
+  }
+  const log = pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 1, sync: true }));
+  try {
+    const server = createWebhook(config, log.child({ component: 'webhook' }));
+    const address = await server.start();
+    log.info({ version: pkg.version, address, image: config.image }, 'drain-sidecar webhook started');
+    const stop = () => void server.stop().then(() => process.exit(0));
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  } catch (err) {
+    log.fatal({ err }, 'cannot serve the webhook');
+    process.exit(EXIT_RUNTIME);
+  }
+}
+
 async function main(): Promise<void> {
   const [first, ...rest] = process.argv.slice(2);
   if (first !== undefined && Object.hasOwn(SUBCOMMANDS, first)) subcommand(first as keyof typeof SUBCOMMANDS, rest);
+  if (first === 'webhook') return webhook(rest);
   const result = parseConfig(process.env, process.argv.slice(2));
   if (result.ok === 'help') {
-    process.stdout.write(renderHelp('drain-sidecar', SUBCOMMANDS));
+    const summaries = {
+      ...SUBCOMMANDS,
+      webhook: { summary: 'serve the mutating admission webhook that injects it into opted-in pods' },
+    };
+    process.stdout.write(renderHelp('drain-sidecar', summaries));
     return process.exit(0);
   }
   if (result.ok === 'version') {

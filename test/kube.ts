@@ -1,12 +1,16 @@
 // Kubernetes objects in tests: validation against the schemas of a current release (kubernetes-models) and the rules
 // that make a pod's drain settings consistent, shared by the manifests, inject and webhook tests.
+
+import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { Gateway, HTTPRoute } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1';
 import { GCPBackendPolicy, HealthCheckPolicy } from '@kubernetes-models/gke/networking.gke.io/v1';
 import { PodMonitor, PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
+import { MutatingWebhookConfiguration } from 'kubernetes-models/admissionregistration.k8s.io/v1';
 import { DaemonSet, Deployment, ReplicaSet, StatefulSet } from 'kubernetes-models/apps/v1';
 import { CronJob, Job } from 'kubernetes-models/batch/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
-import { ConfigMap, Pod, ReplicationController, Service } from 'kubernetes-models/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
+import { ConfigMap, Namespace, Pod, ReplicationController, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { expect } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { MIN_APP_SHUTDOWN_SECONDS, type PodSpec } from '../src/inject.js';
@@ -25,6 +29,12 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   'v1/ReplicationController': ReplicationController,
   'v1/Service': Service,
   'v1/ConfigMap': ConfigMap,
+  'v1/Namespace': Namespace,
+  'v1/ServiceAccount': ServiceAccount,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
+  'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': MutatingWebhookConfiguration,
+  'cert-manager.io/v1/Issuer': Issuer,
+  'cert-manager.io/v1/Certificate': Certificate,
   'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
   'gateway.networking.k8s.io/v1/Gateway': Gateway,
   'gateway.networking.k8s.io/v1/HTTPRoute': HTTPRoute,

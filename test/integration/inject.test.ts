@@ -192,6 +192,7 @@ describe('drain-sidecar check', () => {
       ['Deployment/no-readiness-probe', 'warning'],
       ['Deployment/neg-without-min-ready', 'warning'],
       ['Deployment/spot-grace-too-long', 'warning'],
+      ['Pod/labelled-not-injected', 'error'],
     ]);
     const text = run(['check', SEEDED]);
     expect(text.stdout).toContain(
