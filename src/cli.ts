@@ -41,8 +41,8 @@ type Json = Record<string, unknown>;
 /** A pod template found in a document: where it is, and the workload it belongs to. */
 interface Found {
   workload: Workload;
-  /** Path of the template's spec from the document root. */
-  specPath: Path;
+  /** Path of the pod template from the document root. */
+  templatePath: Path;
 }
 
 const get = (o: unknown, path: Path): unknown =>
@@ -70,7 +70,7 @@ function podTemplates(obj: unknown, base: Path = []): Found[] {
   return [
     {
       workload: { kind, name, template, ...(typeof minReady === 'number' && { minReadySeconds: minReady }) },
-      specPath: [...base, ...templatePath, 'spec'],
+      templatePath: [...base, ...templatePath],
     },
   ];
 }
@@ -318,8 +318,8 @@ function runInject(argv: string[], io: CliIo): number {
             : `unchanged ${id}: already injected\n`,
         );
         if (result.edits.length > 0) {
-          applyToObject(obj, found.specPath, result.edits);
-          if (input.docs) applyToDocument(input.docs[docIndex] as Document, found.specPath, result.edits);
+          applyToObject(obj, found.templatePath, result.edits);
+          if (input.docs) applyToDocument(input.docs[docIndex] as Document, found.templatePath, result.edits);
           changed.add(docIndex);
         }
         if (d.mode === 'proxy') {

@@ -2,6 +2,7 @@
 // function. The README's configuration table is generated from the same table (see renderConfigTable).
 
 import { isIP } from 'node:net';
+import { RUNTIME_METRICS, type RuntimeMetrics } from './metrics.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -28,6 +29,7 @@ export interface Config {
   proxyListen: HostPort | undefined;
   proxyUpstream: HostPort | undefined;
   proxyMaxConnections: number;
+  runtimeMetrics: RuntimeMetrics;
 }
 
 export interface HostPort {
@@ -252,6 +254,14 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     default: '4096',
     parse: integer(16, 1_000_000),
     help: 'Proxy mode: client connections held at once. Past it, a new connection closes the one idle longest (none idle: the new one is closed), so idle clients cannot lock out new ones.',
+  },
+  {
+    key: 'runtimeMetrics',
+    env: 'DRAIN_RUNTIME_METRICS',
+    flag: '--runtime-metrics',
+    default: 'basic',
+    parse: oneOf(RUNTIME_METRICS),
+    help: "The Node runtime's own series: basic (resident memory, CPU, event-loop lag p99, heap used, open files), full (prom-client's whole default set, about 50 series), or none.",
   },
   { key: 'logLevel', env: 'DRAIN_LOG_LEVEL', flag: '--log-level', default: 'info', parse: oneOf(LOG_LEVELS), help: 'Log level.' },
   {

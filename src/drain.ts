@@ -200,6 +200,7 @@ export class Drain {
     this.#inProgress++;
     episode.maxHooksInProgress = Math.max(episode.maxHooksInProgress, this.#inProgress);
     metrics.hooksInProgress.set(this.#inProgress);
+    metrics.hookWait.set(req.ms / 1000);
     this.#changed();
 
     const start = clock.now();
@@ -259,7 +260,8 @@ export class Drain {
     this.#termination.end();
     this.#last = summary;
     metrics.draining.set(0);
-    metrics.drainDuration.observe({ reason }, summary.durationSeconds);
+    metrics.drainDuration.observe(summary.durationSeconds);
+    metrics.drains.inc({ reason });
     if (summary.traffic) {
       metrics.drainEndConnections.inc(summary.traffic.connectionsAtEnd);
       if (summary.traffic.lastArrivalSeconds !== null) metrics.lastArrival.observe(summary.traffic.lastArrivalSeconds);

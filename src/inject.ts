@@ -16,6 +16,7 @@ export const SIDECAR_PORT = 9555;
 /** The port the sidecar's proxy listens on in proxy mode; the Service's targetPort moves to it. */
 export const PROXY_PORT = 9556;
 export const ANNOTATION = 'drain-sidecar.dev';
+export const MONITORING_LABEL = 'drain-sidecar/enabled';
 // The kubelet's default grace period, and what the API server fills in when the field is unset.
 const DEFAULT_GRACE_SECONDS = 30;
 // A hook longer than this rarely helps: load balancers let go within seconds; the drain metrics tell when more is needed.
@@ -38,7 +39,7 @@ export interface Finding {
   fix: string;
 }
 
-/** One edit of the pod template, at a path of keys and indices below it (JSON Patch without the string form). */
+/** One edit of the pod template (its metadata and spec), at a path of keys and indices (JSON Patch without the string form). */
 export interface Edit {
   op: 'add' | 'replace';
   path: (string | number)[];
@@ -269,9 +270,9 @@ export function inject(w: Workload, o: InjectOptions): InjectResult {
       });
       return;
     }
-    if (existing) edits.push({ op: 'replace', path: ['containers', i, 'lifecycle', 'preStop'], value: hook });
-    else if (c.lifecycle) edits.push({ op: 'add', path: ['containers', i, 'lifecycle', 'preStop'], value: hook });
-    else edits.push({ op: 'add', path: ['containers', i, 'lifecycle'], value: { preStop: hook } });
+    if (existing) edits.push({ op: 'replace', path: ['spec', 'containers', i, 'lifecycle', 'preStop'], value: hook });
+    else if (c.lifecycle) edits.push({ op: 'add', path: ['spec', 'containers', i, 'lifecycle', 'preStop'], value: hook });
+    else edits.push({ op: 'add', path: ['spec', 'containers', i, 'lifecycle'], value: { preStop: hook } });
   });
   if (findings.length > 0) return { outcome: 'refused', edits: [], findings };
 
@@ -280,7 +281,20 @@ export function inject(w: Workload, o: InjectOptions): InjectResult {
     const list = o.regular ? 'containers' : 'initContainers';
     const current = spec[list];
     edits.push(
-      current ? { op: 'add', path: [list, current.length], value: container } : { op: 'add', path: [list], value: [container] },
+      current
+        ? { op: 'add', path: ['spec', list, current.length], value: container }
+        : { op: 'add', path: ['spec', list], value: [container] },
+    );
+  }
+  // The PodMonitor and the NetworkPolicy of k8s/monitoring select pods by this label.
+  const labels = w.template.metadata?.labels;
+  if (labels?.[MONITORING_LABEL] !== 'true') {
+    edits.push(
+      !w.template.metadata
+        ? { op: 'add', path: ['metadata'], value: { labels: { [MONITORING_LABEL]: 'true' } } }
+        : !labels
+          ? { op: 'add', path: ['metadata', 'labels'], value: { [MONITORING_LABEL]: 'true' } }
+          : { op: 'add', path: ['metadata', 'labels', MONITORING_LABEL], value: 'true' },
     );
   }
   return { outcome: edits.length > 0 ? 'injected' : 'unchanged', edits, findings, derived: d };
@@ -325,7 +339,11 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
   const hookDefaults = config ?? { defaultSleepSeconds: 20, maxSleepSeconds: 25, drainMinSeconds: 5, drainQuietSeconds: 3 };
 
   if (!sidecar && w.template.metadata?.labels?.[`${ANNOTATION}/inject`] === 'true') {
-    add('error', `is labelled ${ANNOTATION}/inject: "true" but has no drain-sidecar: the webhook was down or refused it`, 'see the webhook\'s warnings and drain_sidecar_webhook_reviews_total; recreate the pod once fixed');
+    add(
+      'error',
+      `is labelled ${ANNOTATION}/inject: "true" but has no drain-sidecar: the webhook was down or refused it`,
+      "see the webhook's warnings and drain_sidecar_webhook_reviews_total; recreate the pod once fixed",
+    );
   }
   for (const c of appContainers(spec)) {
     const hook = c.lifecycle?.preStop;

@@ -8,6 +8,7 @@ import pkg from '../package.json' with { type: 'json' };
 import { runSubcommand, SUBCOMMANDS } from './cli.js';
 import { systemClock } from './clock.js';
 import { parseConfig, redactConfig, renderHelp } from './config.js';
+import { createLogger } from './log.js';
 import { createSidecar } from './sidecar.js';
 import { isWholeElf, type SockDiag } from './sockdiag.js';
 import { createWebhook, parseWebhookArgs, WEBHOOK_HELP } from './webhook.js';
@@ -56,7 +57,7 @@ async function webhook(argv: string[]): Promise<void> {
     process.stdout.write(WEBHOOK_HELP);
     return process.exit(0);
   }
-  const log = pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 1, sync: true }));
+  const log = createLogger('info', pino.destination({ fd: 1, sync: true }));
   try {
     const server = createWebhook(config, log.child({ component: 'webhook' }));
     const address = await server.start();
@@ -94,10 +95,7 @@ async function main(): Promise<void> {
   const { config, warnings } = result;
 
   // Synchronous writes: the last `drain finished` line must be out before the process exits.
-  const log = pino(
-    { level: config.logLevel, base: undefined, timestamp: pino.stdTimeFunctions.isoTime },
-    pino.destination({ fd: 1, sync: true }),
-  );
+  const log = createLogger(config.logLevel, pino.destination({ fd: 1, sync: true }));
   for (const problem of warnings) log.warn({ problem }, 'configuration does not fit the grace budget');
 
   const sidecar = createSidecar({

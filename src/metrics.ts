@@ -1,5 +1,7 @@
 // Every metric is declared once in METRIC_SPECS: it creates the metric and renders the README table.
 
+import { readdirSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import {
   Counter,
   collectDefaultMetrics,
@@ -27,10 +29,12 @@ export type HookOutcome = (typeof HOOK_OUTCOMES)[number];
 export const END_REASONS = ['elapsed', 'idle', 'deadline', 'budget', 'caller_gone', 'no_hook', 'exit'] as const;
 export type EndReason = (typeof END_REASONS)[number];
 
-// Grace periods run from a few seconds to a few minutes; the buckets resolve the 5-30 s range where sleeps are chosen.
-const DRAIN_BUCKETS = [0.5, 1, 2, 3, 5, 7.5, 10, 12.5, 15, 17.5, 20, 25, 30, 45, 60, 90, 120, 180, 300];
-// Proxied requests: from a millisecond to the proxy's 60 s response timeout.
-const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+// What these histograms measure is a load balancer's deprogram time and the drains it sets: half a second to a minute
+// (GKE Spot caps a whole termination at 25 s, few grace periods exceed 60 s). The buckets resolve the 2-30 s range
+// where hook seconds are chosen, in steps a team would round a sleep to; above 60 s only +Inf is needed.
+const DRAIN_BUCKETS = [0.5, 1, 2, 3, 5, 10, 15, 20, 25, 30, 45, 60];
+// Proxied requests: from a few milliseconds to the proxy's 60 s response timeout, one bucket per decade and a half.
+const REQUEST_BUCKETS = [0.005, 0.025, 0.1, 0.25, 1, 2.5, 10, 60];
 
 export const PROXY_CODES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'aborted'] as const;
 export type ProxyCode = (typeof PROXY_CODES)[number];
@@ -42,6 +46,8 @@ interface MetricSpec {
   help: string;
   labels?: Record<string, readonly string[]>;
   buckets?: number[];
+  /** Exported only in proxy mode. */
+  proxyOnly?: boolean;
 }
 
 export const METRIC_SPECS = {
@@ -69,9 +75,19 @@ export const METRIC_SPECS = {
   drainDuration: {
     name: `${METRIC_PREFIX}drain_duration_seconds`,
     type: 'histogram',
-    help: 'Duration of finished drain episodes, by why the episode ended.',
-    labels: { reason: END_REASONS },
+    help: 'Duration of finished drain episodes (drains_total says why each ended).',
     buckets: DRAIN_BUCKETS,
+  },
+  drains: {
+    name: `${METRIC_PREFIX}drains_total`,
+    type: 'counter',
+    help: 'Finished drain episodes, by why they ended: elapsed, idle and deadline as designed; budget (cut at the grace period), caller_gone (the kubelet went away), no_hook (SIGTERM with no hook call: the preStop hook is missing), exit (the sidecar exited first).',
+    labels: { reason: END_REASONS },
+  },
+  hookWait: {
+    name: `${METRIC_PREFIX}hook_wait_seconds`,
+    type: 'gauge',
+    help: "The wait the latest hook call asked for (/sleep's s, /drain's max), after clamping; 0 before the first. Compare with last_arrival_seconds to see whether the hook is long enough.",
   },
   invalidRequests: {
     name: `${METRIC_PREFIX}invalid_requests_total`,
@@ -83,7 +99,7 @@ export const METRIC_SPECS = {
     name: `${METRIC_PREFIX}shed_connections_total`,
     type: 'counter',
     help: 'Connections closed because a port held its maximum: evicted_idle, the one idle longest, to admit a new one; all_busy, the new one, as every held connection had a request in progress.',
-    labels: { listener: ['admin', 'proxy'], reason: ['evicted_idle', 'all_busy'] },
+    labels: { listener: [], reason: ['evicted_idle', 'all_busy'] },
   },
   appConnections: {
     name: `${METRIC_PREFIX}app_connections`,
@@ -145,46 +161,54 @@ export const METRIC_SPECS = {
     name: `${METRIC_PREFIX}proxy_requests_in_flight`,
     type: 'gauge',
     help: 'Proxy mode: requests being forwarded to the app now.',
+    proxyOnly: true,
   },
   proxyRequests: {
     name: `${METRIC_PREFIX}proxy_requests_total`,
     type: 'counter',
     help: 'Proxy mode: requests answered, by status class; aborted: the client went away first.',
     labels: { code: PROXY_CODES },
+    proxyOnly: true,
   },
   proxyRequestDuration: {
     name: `${METRIC_PREFIX}proxy_request_duration_seconds`,
     type: 'histogram',
     help: 'Proxy mode: time from a request to the end of its answer.',
     buckets: REQUEST_BUCKETS,
+    proxyOnly: true,
   },
   proxyLateRequests: {
     name: `${METRIC_PREFIX}proxy_late_requests_total`,
     type: 'counter',
     help: 'Proxy mode: requests that arrived after a drain began, until the sidecar exits. Exact.',
+    proxyOnly: true,
   },
   lastRequestArrival: {
     name: `${METRIC_PREFIX}last_request_arrival_seconds`,
     type: 'histogram',
     help: 'Proxy mode: per drain episode with late requests, seconds from its start to the last request in it. How long the load balancer kept sending: choose the sleep above this.',
     buckets: DRAIN_BUCKETS,
+    proxyOnly: true,
   },
   proxyRefused: {
     name: `${METRIC_PREFIX}proxy_refused_requests_total`,
     type: 'counter',
     help: 'Proxy mode: requests answered 503 during termination because the app could not be reached, by why. Exact.',
     labels: { reason: UPSTREAM_REASONS },
+    proxyOnly: true,
   },
   proxyUpstreamErrors: {
     name: `${METRIC_PREFIX}proxy_upstream_errors_total`,
     type: 'counter',
     help: 'Proxy mode: requests the app failed, by why: answered 502 outside termination because the app could not be reached, or cut off because the app failed after its answer had begun.',
     labels: { reason: UPSTREAM_REASONS },
+    proxyOnly: true,
   },
   proxyRejected: {
     name: `${METRIC_PREFIX}proxy_rejected_requests_total`,
     type: 'counter',
     help: 'Proxy mode: requests not forwarded because their body could not be framed unambiguously for the app (a Transfer-Encoding other than chunked, an Upgrade with a body) or they cannot be written as HTTP/1.1; answered 400 or 501.',
+    proxyOnly: true,
   },
   buildInfo: {
     name: `${METRIC_PREFIX}build_info`,
@@ -217,8 +241,8 @@ function labelCombinations(labels: Record<string, readonly string[]>, runtimeVal
   return combos;
 }
 
-function create(spec: MetricSpec, registry: Registry, runtimeValues: Record<string, string[]>) {
-  const config = { name: spec.name, help: spec.help, labelNames: Object.keys(spec.labels ?? {}), registers: [registry] };
+function create(spec: MetricSpec, registers: Registry[], runtimeValues: Record<string, string[]>) {
+  const config = { name: spec.name, help: spec.help, labelNames: Object.keys(spec.labels ?? {}), registers };
   const combos = labelCombinations(spec.labels ?? {}, runtimeValues);
   switch (spec.type) {
     case 'counter': {
@@ -236,27 +260,98 @@ function create(spec: MetricSpec, registry: Registry, runtimeValues: Record<stri
   }
 }
 
+export const RUNTIME_METRICS = ['basic', 'full', 'none'] as const;
+export type RuntimeMetrics = (typeof RUNTIME_METRICS)[number];
+
 // prom-client's default metrics include gauges named *_total, which promtool rejects; each has a twin without the
 // suffix carrying the same figure by type, so dropping these loses nothing.
 const REJECTED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+/**
+ * The Node runtime's figures worth their series in every pod: memory, CPU, event-loop lag, heap and open files, under
+ * prom-client's own names so dashboards for its full set still work. Read when scraped.
+ */
+function basicRuntimeMetrics(registry: Registry): void {
+  const registers = [registry];
+  const lag = monitorEventLoopDelay({ resolution: 20 });
+  lag.enable();
+  new Gauge({
+    name: 'process_resident_memory_bytes',
+    help: 'Resident memory size in bytes.',
+    registers,
+    collect() {
+      this.set(process.memoryUsage.rss());
+    },
+  });
+  let cpuSeconds = 0;
+  new Counter({
+    name: 'process_cpu_seconds_total',
+    help: 'Total user and system CPU time spent in seconds.',
+    registers,
+    collect() {
+      const { user, system } = process.cpuUsage();
+      const now = (user + system) / 1e6;
+      this.inc(Math.max(0, now - cpuSeconds));
+      cpuSeconds = now;
+    },
+  });
+  new Gauge({
+    name: 'nodejs_eventloop_lag_p99_seconds',
+    help: 'The 99th percentile of the event loop delay since the previous scrape.',
+    registers,
+    collect() {
+      this.set(lag.percentile(99) / 1e9);
+      lag.reset();
+    },
+  });
+  new Gauge({
+    name: 'nodejs_heap_size_used_bytes',
+    help: 'Process heap size used from Node.js in bytes.',
+    registers,
+    collect() {
+      this.set(process.memoryUsage().heapUsed);
+    },
+  });
+  new Gauge({
+    name: 'process_open_fds',
+    help: 'Number of open file descriptors.',
+    registers,
+    collect() {
+      try {
+        this.set(readdirSync('/proc/self/fd').length - 1);
+      } catch {
+        // Not on Linux: the series stays at its last value.
+      }
+    },
+  });
+}
 
 export interface MetricSources {
   version: string;
   nodeVersion: string;
   appPorts: number[];
+  /** Proxy mode: its families are exported only then. */
+  proxy: boolean;
+  runtime: RuntimeMetrics;
 }
 
 /**
- * Creates every metric on the registry. The app_* gauges are set by their owner (Connections#updateGauges) right before
+ * Creates every metric; those of proxy mode are registered only in proxy mode (elsewhere they exist, unexported, so
+ * the code that counts needs no check). The app_* gauges are set by their owner (Connections#updateGauges) right before
  * a scrape is rendered, so this module knows nothing of where the figures come from.
  */
 export function createMetrics(registry: Registry, sources: MetricSources): Metrics {
-  collectDefaultMetrics({ register: registry });
-  for (const name of REJECTED_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  if (sources.runtime === 'full') {
+    collectDefaultMetrics({ register: registry });
+    for (const name of REJECTED_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  } else if (sources.runtime === 'basic') basicRuntimeMetrics(registry);
 
-  const runtimeValues = { port: sources.appPorts.map(String) };
+  const runtimeValues = { port: sources.appPorts.map(String), listener: sources.proxy ? ['admin', 'proxy'] : ['admin'] };
   const metrics = Object.fromEntries(
-    Object.entries(METRIC_SPECS).map(([key, spec]) => [key, create(spec, registry, runtimeValues)]),
+    Object.entries(METRIC_SPECS).map(([key, spec]: [string, MetricSpec]) => [
+      key,
+      create(spec, spec.proxyOnly && !sources.proxy ? [] : [registry], runtimeValues),
+    ]),
   ) as unknown as Metrics;
   metrics.buildInfo.set({ version: sources.version, node_version: sources.nodeVersion }, 1);
   return metrics;

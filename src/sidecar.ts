@@ -53,7 +53,13 @@ function close(server: Server): Promise<void> {
 export function createSidecar({ config, clock, log, version, nodeVersion, sockDiag, exit }: SidecarDeps): Sidecar {
   const pollMs = config.pollSeconds * 1000;
   const registry = new Registry();
-  const metrics = createMetrics(registry, { version, nodeVersion, appPorts: config.appPorts });
+  const metrics = createMetrics(registry, {
+    version,
+    nodeVersion,
+    appPorts: config.appPorts,
+    proxy: config.proxyUpstream !== undefined,
+    runtime: config.runtimeMetrics,
+  });
   const termination = new Termination(clock, config.gracePeriodSeconds);
   const inTermination = () => termination.active;
   const connections = new Connections({

@@ -45,10 +45,10 @@ interface AdmissionRequest {
   dryRun?: boolean;
 }
 
-/** JSON Pointer (RFC 6901) of an edit below the pod's spec; appends use `-`. */
+/** JSON Pointer (RFC 6901) of an edit of the pod (its metadata and spec); appends use `-`. */
 function pointer(e: Edit): string {
   const parts = e.path.map((p, i) => (e.op === 'add' && typeof p === 'number' && i === e.path.length - 1 ? '-' : String(p)));
-  return `/spec/${parts.map((p) => p.replace(/~/g, '~0').replace(/\//g, '~1')).join('/')}`;
+  return `/${parts.map((p) => p.replace(/~/g, '~0').replace(/\//g, '~1')).join('/')}`;
 }
 
 export interface ReviewAnswer {

@@ -1,14 +1,15 @@
 // Shared test wiring: real metrics on a private registry and a logger whose lines the test can read.
 import { resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { vi } from 'vitest';
+import { createLogger } from '../src/log.js';
 import { createMetrics } from '../src/metrics.js';
 import type { SockDiag } from '../src/sockdiag.js';
 
 export interface LogLine {
-  level: number;
+  level: string;
+  severity: string;
   msg: string;
   [field: string]: unknown;
 }
@@ -21,12 +22,14 @@ export function testWiring() {
       done();
     },
   });
-  const log = pino({ level: 'debug' }, sink);
+  const log = createLogger('debug', sink);
   const registry = new Registry();
   const metrics = createMetrics(registry, {
     version: '0.0.0-test',
     nodeVersion: process.version,
     appPorts: [],
+    proxy: true,
+    runtime: 'full',
   });
   /** The value of one series (sample: e.g. `_count` of a histogram), or undefined when it does not exist. */
   const value = async (name: string, labels: Record<string, string> = {}, sample = name) => {

@@ -36,7 +36,7 @@ describe('hook endpoints', () => {
       heldSeconds: expect.any(Number),
     });
     expect(answer.json().hint).toContain('held for the default 0.4s');
-    expect(lines.find((l) => l.msg === 'malformed hook call; holding the default')).toMatchObject({ level: 50 });
+    expect(lines.find((l) => l.msg === 'malformed hook call; holding the default')).toMatchObject({ level: 'error' });
     expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="malformed"}')).toBe(1);
   });
 
@@ -46,7 +46,7 @@ describe('hook endpoints', () => {
     expect(answer.status).toBe(200);
     expect(answer.ms).toBeLessThan(1500);
     expect(answer.json()).toMatchObject({ requested: { s: 600 }, clamped: true });
-    expect(lines.find((l) => l.msg === 'hook wait clamped')).toMatchObject({ level: 40, requested: { s: 600 } });
+    expect(lines.find((l) => l.msg === 'hook wait clamped')).toMatchObject({ level: 'warn', requested: { s: 600 } });
     expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="clamped"}')).toBe(1);
   });
 
@@ -141,7 +141,8 @@ describe('probes, status and errors', () => {
     await get(port, '/sleep?s=0.1');
     const text = await get(port, '/metrics');
     expect(text.headers['content-type']).toContain('text/plain');
-    expect(text.body).toContain('drain_sidecar_drain_duration_seconds_count{reason="elapsed"} 1');
+    expect(text.body).toContain('drain_sidecar_drains_total{reason="elapsed"} 1');
+    expect(text.body).toContain('drain_sidecar_drain_duration_seconds_count 1');
     expect(text.body).toContain('drain_sidecar_late_connections_total{port="8443"} 0');
     expect(text.body).toContain('drain_sidecar_app_listening{port="8080"}');
     const check = spawnSync('promtool', ['check', 'metrics'], { input: text.body, encoding: 'utf8', timeout: 10_000 });

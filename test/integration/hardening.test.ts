@@ -102,7 +102,7 @@ describe('start-up files', () => {
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
-    expect(lines.filter((l) => l.level === 40)).toEqual([
+    expect(lines.filter((l) => l.level === 'warn')).toEqual([
       expect.objectContaining({ msg: expect.stringContaining('no sock_diag addon') }),
     ]);
     const port = lines.find((l) => l.msg === 'drain-sidecar started').address.port;
@@ -138,7 +138,9 @@ describe('hooks the HTTP parser rejects', () => {
     const endpoint = request.includes('drain') ? 'drain' : 'sleep';
     expect(await metric(sidecar.port, `drain_sidecar_hook_calls_total{endpoint="${endpoint}",outcome="malformed"}`)).toBe(1);
     expect(await metric(sidecar.port, 'drain_sidecar_invalid_requests_total{reason="malformed_http"}')).toBe(1);
-    expect(sidecar.lines).toContainEqual(expect.objectContaining({ level: 50, msg: 'malformed hook call; holding the default' }));
+    expect(sidecar.lines).toContainEqual(
+      expect.objectContaining({ level: 'error', msg: 'malformed hook call; holding the default' }),
+    );
   });
 
   it('answers other requests the parser rejects at once with JSON, logged and counted', async () => {

@@ -33,9 +33,12 @@ function podSpecs(m: Manifest): PodSpec[] {
   return template?.spec?.containers ? [template.spec] : [];
 }
 
-/** Every line of the input is in the output, in order: the output only adds lines. */
+/**
+ * Every line of the input is in the output, in order: the output only adds lines, and the monitoring label, which a
+ * flow-style labels map takes on its own line.
+ */
 function onlyAdds(input: string, output: string): boolean {
-  const out = output.split('\n');
+  const out = output.split('\n').map((l) => l.replace(', drain-sidecar/enabled: "true"', ''));
   let at = 0;
   for (const line of input.split('\n')) {
     at = out.indexOf(line, at);

@@ -51,7 +51,8 @@ describe('the sidecar process', () => {
     await pause(500);
     expect(sidecar.child.exitCode).toBe(null);
     const scrape = await within(5000, 'the final scrape', get(sidecar.port, '/metrics'));
-    expect(scrape.body).toContain('drain_sidecar_drain_duration_seconds_count{reason="elapsed"} 1');
+    expect(scrape.body).toContain('drain_sidecar_drains_total{reason="elapsed"} 1');
+    expect(scrape.body).toContain('drain_sidecar_drain_duration_seconds_count 1');
     expect(scrape.body).toContain('drain_sidecar_terminating 1');
     expect(await within(2000, 'the exit after the final scrape', sidecar.exited)).toEqual({ code: 0, signal: null });
   });

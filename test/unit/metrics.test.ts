@@ -13,7 +13,7 @@ function promtool(text: string) {
 describe('metrics', () => {
   it('passes promtool check metrics, default process metrics included', async () => {
     const { registry, metrics } = testWiring();
-    metrics.drainDuration.observe({ reason: 'elapsed' }, 12);
+    metrics.drainDuration.observe(12);
     const { body, contentType } = await exposition(registry, '*/*');
     expect(contentType).toContain('text/plain; version=0.0.4');
     expect(body).toContain('process_resident_memory_bytes');
@@ -28,7 +28,7 @@ describe('metrics', () => {
         expect(body).toContain(`drain_sidecar_hook_calls_total{endpoint="${endpoint}",outcome="${outcome}"} 0`);
       }
     }
-    for (const reason of END_REASONS) expect(body).toContain(`drain_sidecar_drain_duration_seconds_count{reason="${reason}"} 0`);
+    for (const reason of END_REASONS) expect(body).toContain(`drain_sidecar_drains_total{reason="${reason}"} 0`);
   });
 
   it('carries the version and Node.js version in build_info', async () => {
