@@ -19,12 +19,13 @@ const parse = (text: string) =>
     .filter(Boolean);
 const kustomize = (dir: string) => parse(execFileSync('kubectl', ['kustomize', join(K8S, dir)], { encoding: 'utf8' }));
 
-/** Every manifest file: YAML under k8s/ but kustomizations and the component's patch (a fragment by design). */
+/** Every manifest file: YAML under k8s/ but kustomizations, promtool test files and the component's patch (a fragment by design). */
 function manifestFiles(dir = K8S): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const path = join(dir, e.name);
     if (e.isDirectory()) return manifestFiles(path);
-    const skip = e.name === 'kustomization.yaml' || relative(K8S, path) === 'component/sidecar.yaml';
+    const skip =
+      e.name === 'kustomization.yaml' || e.name.endsWith('.test.yaml') || relative(K8S, path) === 'component/sidecar.yaml';
     return e.name.endsWith('.yaml') && !skip ? [path] : [];
   });
 }
@@ -92,7 +93,7 @@ describe.skipIf(!hasKubectl && process.env.CI !== 'true')('k8s kustomizations, r
 
 describe('k8s monitoring', () => {
   const [rule] = parse(readFileSync(join(K8S, 'monitoring/prometheusrule.yaml'), 'utf8')) as unknown as [
-    { spec: { groups: { rules: { expr: string; record?: string }[] }[] } },
+    { spec: { groups: { rules: { expr: string; record?: string; alert?: string }[] }[] } },
   ];
 
   it('passes promtool check rules', () => {
@@ -122,12 +123,85 @@ describe('k8s monitoring', () => {
     // promtool parses each query, with Grafana's variables given values.
     const rules = exprs.map((e, i) => ({
       record: `dashboard:query_${i}`,
-      expr: e.replaceAll('$__rate_interval', '5m').replaceAll('$namespace', '.*'),
+      expr: e.replaceAll('$__rate_interval', '5m').replace(/\$(cluster|namespace|workload)\b/g, '.*'),
     }));
     const file = join(mkdtempSync(join(tmpdir(), 'dashboard-')), 'rules.yaml');
     writeFileSync(file, JSON.stringify({ groups: [{ name: 'dashboard', rules }] }));
     const check = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8', timeout: 10_000 });
     expect(check.stdout + check.stderr).toContain('SUCCESS');
+  });
+
+  it('passes promtool test rules: a firing and a silent case for every alert, a value for every recording rule', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rules-test-'));
+    writeFileSync(join(dir, 'prometheusrule.rules.yaml'), JSON.stringify({ groups: rule.spec.groups }));
+    const tests = readFileSync(join(K8S, 'monitoring/prometheusrule.test.yaml'), 'utf8');
+    writeFileSync(join(dir, 'prometheusrule.test.yaml'), tests);
+    const run = spawnSync('promtool', ['test', 'rules', 'prometheusrule.test.yaml'], {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(run.stdout + run.stderr).toContain('SUCCESS');
+    expect(run.status).toBe(0);
+    const cases = (parse(tests)[0] as unknown as TestFile).tests;
+    const alertCases = cases.flatMap((c) => c.alert_rule_test ?? []);
+    const exprCases = cases.flatMap((c) => c.promql_expr_test ?? []).map((c) => c.expr);
+    for (const r of rule.spec.groups.flatMap((g) => g.rules)) {
+      if (r.alert) {
+        expect(alertCases.some((c) => c.alertname === r.alert && (c.exp_alerts?.length ?? 0) > 0)).toBe(true);
+        expect(alertCases.some((c) => c.alertname === r.alert && (c.exp_alerts?.length ?? 0) === 0)).toBe(true);
+      }
+      if (r.record) expect(exprCases).toContain(r.record);
+    }
+  });
+
+  it('labels every series with its workload: a Deployment by name, from its ReplicaSet', () => {
+    const [monitor] = parse(readFileSync(join(K8S, 'monitoring/podmonitor.yaml'), 'utf8')) as unknown as [
+      { spec: { podMetricsEndpoints: { relabelings: { sourceLabels: string[]; regex?: string; targetLabel: string }[] }[] } },
+    ];
+    const relabelings = monitor.spec.podMetricsEndpoints[0]?.relabelings ?? [];
+    // Prometheus's relabeling, for the rules that set workload: anchored regex, $1 or the joined sources by default.
+    const workload = (meta: Record<string, string>) => {
+      let value: string | undefined;
+      for (const r of relabelings.filter((x) => x.targetLabel === 'workload')) {
+        const source = r.sourceLabels.map((l) => meta[l] ?? '').join(';');
+        const m = new RegExp(`^(?:${r.regex ?? '(.*)'})$`).exec(source);
+        if (m) value = m[1] ?? source;
+      }
+      return value;
+    };
+    const pod = (name: string, kind?: string, controller?: string) => ({
+      __meta_kubernetes_pod_name: name,
+      ...(kind && { __meta_kubernetes_pod_controller_kind: kind, __meta_kubernetes_pod_controller_name: controller ?? '' }),
+    });
+    expect(workload(pod('web-5d8f7c9b4-x2k9q', 'ReplicaSet', 'web-5d8f7c9b4'))).toBe('web');
+    expect(workload(pod('my-api-v2-6b7c8d9f4-abcde', 'ReplicaSet', 'my-api-v2-6b7c8d9f4'))).toBe('my-api-v2');
+    expect(workload(pod('db-0', 'StatefulSet', 'db'))).toBe('db');
+    expect(workload(pod('edge-k7x2p', 'DaemonSet', 'edge'))).toBe('edge');
+    expect(workload(pod('debug'))).toBe('debug');
+  });
+
+  it('selects Prometheus by the release label kube-prometheus-stack looks for, set in one place', () => {
+    const rendered = hasKubectl ? kustomize('monitoring') : [];
+    if (!hasKubectl && process.env.CI !== 'true') return;
+    for (const kind of ['PodMonitor', 'PrometheusRule']) {
+      const doc = rendered.find((d) => d.kind === kind) as { metadata: { labels?: Record<string, string> } } | undefined;
+      expect(doc?.metadata.labels?.release).toBe('kube-prometheus-stack');
+    }
+  });
+
+  it('has a NetworkPolicy that restricts the sidecar port alone and leaves every other port open', () => {
+    const [policy] = parse(readFileSync(join(K8S, 'monitoring/networkpolicy.yaml'), 'utf8')) as unknown as [
+      { spec: { ingress: { from?: unknown[]; ports: { port: number; endPort?: number; protocol: string }[] }[] } },
+    ];
+    const openToAll = policy.spec.ingress.filter((r) => !r.from).flatMap((r) => r.ports);
+    const open = (port: number, protocol = 'TCP') =>
+      openToAll.some((p) => p.protocol === protocol && port >= p.port && port <= (p.endPort ?? p.port));
+    for (const port of [1, 80, 3000, 8080, 8443, 9554, 9556, 65535]) expect(open(port)).toBe(true);
+    expect(open(53, 'UDP')).toBe(true);
+    expect(open(9555)).toBe(false);
+    const sidecarRule = policy.spec.ingress.find((r) => r.from && r.ports.some((p) => p.port === 9555));
+    expect(sidecarRule?.from).toHaveLength(1);
   });
 
   it('scrapes more often than the sidecar waits for its final scrape', () => {
@@ -141,6 +215,13 @@ describe('k8s monitoring', () => {
     expect(Number.parseInt(endpoint?.interval ?? '', 10)).toBeLessThan(defaults.config.finalScrapeSeconds);
   });
 });
+
+interface TestFile {
+  tests: {
+    alert_rule_test?: { alertname: string; exp_alerts?: unknown[] }[];
+    promql_expr_test?: { expr: string }[];
+  }[];
+}
 
 interface Container {
   name: string;
