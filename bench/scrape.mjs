@@ -1,0 +1,101 @@
+// What a Prometheus scrape of the sidecar costs: bytes, series and time per /metrics answer, idle, during a drain and
+// with 10,000 established connections to the app port, for each executable given (default: the built one), side by
+// side in one run, proxy mode too. Prints figures; asserts nothing.
+// Usage: npm run build:sea && node bench/scrape.mjs [other-executable ...]   (e.g. a build of an earlier commit)
+import { spawn } from 'node:child_process';
+import { createServer, request } from 'node:http';
+import { connect, createServer as createTcpServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2)];
+const SCRAPES = 30;
+const CONNECTIONS = 10_000;
+
+function get(port, path) {
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      let bytes = 0;
+      let body = '';
+      res.on('data', (d) => {
+        bytes += d.length;
+        body += d;
+      });
+      res.on('end', () => resolve({ ms: performance.now() - start, bytes, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function start(exe, env) {
+  const child = spawn(exe, [], {
+    env: { PATH: process.env.PATH, DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.includes('"drain-sidecar started"'));
+      if (line) resolve(JSON.parse(line).address.port);
+    });
+    child.on('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+  });
+  child.stdout.resume();
+  return { child, port };
+}
+
+async function measure(port) {
+  const runs = [];
+  for (let i = 0; i < SCRAPES; i++) runs.push(await get(port, '/metrics'));
+  const ms = runs.map((r) => r.ms).sort((a, b) => a - b);
+  const last = runs.at(-1);
+  return {
+    bytes: last.bytes,
+    series: last.body.split('\n').filter((l) => l && !l.startsWith('#')).length,
+    p50: ms[Math.floor(ms.length / 2)].toFixed(2),
+  };
+}
+
+const app = createTcpServer((s) => s.on('error', () => undefined));
+await new Promise((r) => app.listen(0, '127.0.0.1', r));
+const appPort = app.address().port;
+const http = createServer((_req, res) => res.end('ok'));
+await new Promise((r) => http.listen(0, '127.0.0.1', r));
+
+const rows = [];
+for (const exe of executables) {
+  const name = exe.replace(ROOT, '');
+  for (const [mode, env] of [
+    ['passive', { DRAIN_APP_PORTS: String(appPort) }],
+    ['proxy', { DRAIN_PROXY_LISTEN: '127.0.0.1:0', DRAIN_PROXY_UPSTREAM: `127.0.0.1:${http.address().port}` }],
+  ]) {
+    const { child, port } = await start(exe, env);
+    const idle = await measure(port);
+    const hook = get(port, '/sleep?s=60').catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    const draining = await measure(port);
+    let loaded;
+    if (mode === 'passive') {
+      const sockets = [];
+      for (let i = 0; i < CONNECTIONS; i += 500) {
+        await Promise.all(Array.from({ length: 500 }, () => new Promise((r) => sockets.push(connect(appPort, '127.0.0.1', r)))));
+      }
+      loaded = await measure(port);
+      for (const s of sockets) s.destroy();
+    }
+    child.kill('SIGKILL');
+    void hook;
+    rows.push({ name, mode, idle, draining, loaded });
+  }
+}
+app.close();
+http.close();
+
+const cell = (m) => (m ? `${m.series} / ${m.bytes.toLocaleString('en')} B / ${m.p50} ms` : '-');
+console.log(`/metrics per scrape: series / bytes / median time of ${SCRAPES} scrapes\n`);
+console.log(`| executable | mode | idle | during a drain | ${CONNECTIONS.toLocaleString('en')} app connections |`);
+console.log('|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.name} | ${r.mode} | ${cell(r.idle)} | ${cell(r.draining)} | ${cell(r.loaded)} |`);
