@@ -1,12 +1,13 @@
 // What the admin and proxy ports withstand: the built executable under floods of idle and slow-header connections, with
 // and without an attacker that reconnects every connection the sidecar closes. Probes /healthz and a hook call from a new
-// client meanwhile. Prints the figures and writes them into README.md between the flood-table markers.
+// client meanwhile. Prints the figures (scripts/bench.mjs writes them into bench/README.md).
 // Usage: npm run build:sea && node bench/flood.mjs
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { flood } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const IDLE = 10_000;
@@ -71,28 +72,6 @@ async function start(env) {
   return { child, ports };
 }
 
-/** Opens n connections in batches; each sends `send` once connected, if given. */
-async function flood(port, n, send, sockets) {
-  for (let i = 0; i < n; i += 500) {
-    await Promise.all(
-      Array.from(
-        { length: Math.min(500, n - i) },
-        () =>
-          new Promise((resolve) => {
-            const s = connect(port, '127.0.0.1');
-            sockets.push(s);
-            s.on('error', () => resolve());
-            s.on('close', () => resolve());
-            s.on('connect', () => {
-              if (send) s.write(send);
-              resolve();
-            });
-          }),
-      ),
-    );
-  }
-}
-
 /** Keeps `size` connections open, reconnecting each one the sidecar closes, until stopped. */
 function churn(port, size) {
   let stopped = false;
@@ -141,8 +120,10 @@ async function scenario(name, env, target) {
   const sockets = [];
   const rssBefore = rssMiB(child.pid);
   const floodStart = performance.now();
-  await flood(port, IDLE, undefined, sockets);
-  await flood(port, SLOW, target === 'proxy' ? 'GET / HTTP/1.1\r\nHost: po' : 'GET /healthz HTTP/1.1\r\nHost: po', sockets);
+  sockets.push(...(await flood(port, IDLE)));
+  sockets.push(
+    ...(await flood(port, SLOW, target === 'proxy' ? 'GET / HTTP/1.1\r\nHost: po' : 'GET /healthz HTTP/1.1\r\nHost: po')),
+  );
   const floodSeconds = (performance.now() - floodStart) / 1000;
   const health = await probe(adminPort, '/healthz');
   const auth = env.DRAIN_HOOK_TOKEN ? { authorization: `Bearer ${env.DRAIN_HOOK_TOKEN}` } : {};
@@ -170,7 +151,6 @@ async function scenario(name, env, target) {
     evicted: evicted?.toLocaleString('en'),
     rss: `${rssBefore} → ${rssAfter} MiB`,
   };
-  console.log(row);
   return row;
 }
 
@@ -184,12 +164,4 @@ const table = [
   '|---|---|---|---|---|---|---|',
   ...rows.map((r) => `| ${r.scenario} | ${r.flood} | ${r.healthz} | ${r.hook} | ${r.churn} | ${r.evicted} | ${r.rss} |`),
 ].join('\n');
-const README = `${ROOT}README.md`;
-const text = readFileSync(README, 'utf8');
-const [startMark, endMark] = ['<!-- flood-table:start -->', '<!-- flood-table:end -->'];
-const a = text.indexOf(startMark);
-const b = text.indexOf(endMark);
-if (a !== -1 && b !== -1) {
-  writeFileSync(README, `${text.slice(0, a + startMark.length)}\n${table}\n${text.slice(b)}`);
-  console.log('README.md: flood table written');
-} else console.log(table);
+console.log(table);

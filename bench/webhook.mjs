@@ -1,39 +1,18 @@
 // The admission webhook on the built executable over TLS: reviews per second and latency (p50, p99) at 1 and 64
 // concurrent clients on keep-alive connections, and its RSS idle and under load. Prints figures; asserts nothing.
 // Usage: npm run build:sea && node bench/webhook.mjs
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { makeCertificate } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECONDS = 5;
 const dir = mkdtempSync(join(tmpdir(), 'bench-webhook-'));
-execFileSync(
-  'openssl',
-  [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=localhost',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-    '-keyout',
-    join(dir, 'tls.key'),
-    '-out',
-    join(dir, 'tls.crt'),
-  ],
-  { stdio: 'ignore' },
-);
+makeCertificate(join(dir, 'tls.crt'), join(dir, 'tls.key'));
 
 const child = spawn(
   `${ROOT}dist/drain-sidecar`,

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { writeSection } from '../scripts/sections.mjs';
 import { writeNginxConfig } from './nginx.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -29,6 +30,8 @@ const { values: opts } = parseArgs({
     scenarios: { type: 'string', default: 'a,b,c,d,e,f,g' },
     delay: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'drill/results') },
+    // Write the figures into drill/README.md and README.md (a full run of every scenario).
+    docs: { type: 'boolean', default: false },
   },
 });
 // Short: fits CI. Full: the field report's proportions (a 30 s grace period, several seconds of propagation).
@@ -469,6 +472,39 @@ async function main() {
     `Drill (${variant.name}, D=${D}s, grace ${variant.grace}s, ${variant.rate} req/s)\n\n${table}\n`,
   );
   console.log(`written: ${join(opts.out, 'latest.json')}, latest.md; logs in ${work}`);
+  if (opts.docs) writeDocs(rows, table);
+}
+
+/** The drill's figures in the docs: the whole table in drill/README.md, the comparison's figures in README.md. */
+function writeDocs(rows, table) {
+  const by = Object.fromEntries(rows.map((r) => [r.id, r]));
+  const { a, b, c, e } = by;
+  if (!a || !b || !c || !e) throw new Error('--docs needs scenarios a, b, c and e');
+  const when = new Date().toISOString().slice(0, 10);
+  writeSection(
+    join(ROOT, 'drill/README.md'),
+    'drill-table',
+    `Run of ${when} (\`npm run drill -- --${variant.name} --docs\`; ${variant.name} variant: D = ${D} s, grace ${variant.grace} s, ${variant.rate} requests/s, ${isolated ? 'pods in network namespaces' : 'pods on loopback ports'}):\n\n${table}`,
+  );
+  const pct = (n, d) => `${((100 * n) / d).toFixed(1)}%`;
+  writeSection(
+    join(ROOT, 'README.md'),
+    'drill-figures',
+    [
+      `From the termination drill (\`npm run drill -- --${variant.name} --docs\`, ${when}; nginx as the load balancer, D = ${D} s before it stops sending to a deleted pod, ${variant.rate} requests/s; [drill/README.md](drill/README.md)):`,
+      '',
+      '| what happened | no hook | a fixed sleep longer than D | `/drain` | a fixed sleep shorter than D |',
+      '|---|---|---|---|---|',
+      `| requests lost | ${a.errorCount} of ${a.requests} (${pct(a.errorCount, a.requests)}) | ${b.errorCount} of ${b.requests} | ${c.errorCount} of ${c.requests} | ${e.errorCount} of ${e.requests} |`,
+      `| the hook held the app (s) | - | ${fmt(b.hookSeconds)} | ${fmt(c.hookSeconds)} | ${fmt(e.hookSeconds)} |`,
+      `| requests that arrived after the drain began, as the sidecar counted them | - | ${fmt(b.sidecar.lateRequestsEstimate)} (the client saw ${b.oldPodServedLate}) | ${fmt(c.sidecar.lateRequestsEstimate)} | ${fmt(e.sidecar.lateRequestsEstimate)} |`,
+      `| when the last of them arrived (s into the drain) | - | ${fmt(b.sidecar.lastArrivalSeconds)} | ${fmt(c.sidecar.lastArrivalSeconds)} | ${fmt(e.sidecar.lastArrivalSeconds)} |`,
+      `| refused during termination, as the sidecar estimated (the client saw) | ${fmt(a.sidecar.refusedEstimate)} (${a.refusedWhileSidecarAlive}) | ${fmt(b.sidecar.refusedEstimate)} | ${fmt(c.sidecar.refusedEstimate)} | ${fmt(e.sidecar.refusedEstimate)} (${e.refusedWhileSidecarAlive}) |`,
+      '',
+      `\`/drain\` ended the wait ${fmt(b.hookSeconds - c.hookSeconds)} s sooner than the fixed sleep, with nothing lost; the sidecar timed the last late request at ${fmt(b.sidecar.lastArrivalSeconds)} s, the load balancer's real deprogram time, which is what to set a sleep from.`,
+    ].join('\n'),
+  );
+  console.log('written: drill/README.md, README.md (drill figures)');
 }
 
 try {

@@ -3,7 +3,9 @@
 // Unprivileged: any process may dump the sockets of its own network namespace.
 //
 // dump(ports: number[]) -> Float64Array, FIELDS numbers per socket (see the enum), IPv4 then IPv6. The kernel filters by
-// local port (bytecode), so the cost follows the app's sockets, not the whole table.
+// local port (bytecode), so only the app's sockets are copied out; but to find them it walks its whole established
+// (and listening) hash table, which on a node holds the sockets of every pod's network namespace. The cost of a dump
+// follows the node's socket count, not the app's: read no more often than needed.
 
 #define NAPI_VERSION 8
 #include <errno.h>

@@ -9,8 +9,11 @@ import pkg from '../package.json' with { type: 'json' };
 import { parseConfig } from './config.js';
 import { hookHoldSeconds } from './params.js';
 
-/** The image `inject` adds, unless --image says otherwise; the manifests under k8s/ use the same reference. */
-export const IMAGE = `drain-sidecar:${pkg.version}`;
+/**
+ * The image `inject` and the webhook add, unless --image says otherwise: package.json's `image` at its `version`, the
+ * one place the reference is set (test/integration/release.test.ts holds the manifests and README to it).
+ */
+export const IMAGE = `${pkg.image}:${pkg.version}`;
 export const SIDECAR_NAME = 'drain-sidecar';
 export const SIDECAR_PORT = 9555;
 /** The port the sidecar's proxy listens on in proxy mode; the Service's targetPort moves to it. */

@@ -4,10 +4,11 @@
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { flood as openConnections } from '../../bench/lab.mjs';
 import { cleanup, listenLocal, onCleanup } from '../cleanup.js';
 import { get, metric, rawExchange, statusLines } from '../http.js';
 import { ADDON, EXECUTABLE, run, type SidecarProcess, startSidecarProcess, within } from '../process.js';
@@ -178,30 +179,12 @@ describe('hooks the HTTP parser rejects', () => {
   });
 });
 
-/** Opens n connections to port in batches (the accept queue is finite); each sends `send` once connected, if given. */
+/** Floods port with n connections, closed after the test. */
 async function flood(port: number, n: number, send?: string): Promise<Socket[]> {
-  const sockets: Socket[] = [];
+  const sockets = await openConnections(port, n, send);
   onCleanup(() => {
     for (const s of sockets) s.destroy();
   });
-  for (let i = 0; i < n; i += 500) {
-    await Promise.all(
-      Array.from(
-        { length: Math.min(500, n - i) },
-        () =>
-          new Promise<void>((resolve) => {
-            const s = connect(port, '127.0.0.1');
-            sockets.push(s);
-            s.on('error', () => resolve());
-            s.on('close', () => resolve());
-            s.on('connect', () => {
-              if (send) s.write(send);
-              resolve();
-            });
-          }),
-      ),
-    );
-  }
   return sockets;
 }
 

@@ -25,8 +25,12 @@ const podman = (...args: string[]) => execFileSync('podman', args, { env, encodi
 describe('the Dockerfile', () => {
   it('builds on the Node version the executable pins', () => {
     const dockerfile = readFileSync(resolve(ROOT, 'Dockerfile'), 'utf8');
-    expect(dockerfile).toContain(`FROM node:${pkg.sea.nodeVersion}-bookworm-slim AS build`);
-    expect(dockerfile).toContain('FROM gcr.io/distroless/cc-debian12:nonroot');
+    expect(dockerfile).toMatch(
+      new RegExp(`^ARG BUILD_BASE=node:${pkg.sea.nodeVersion}-bookworm-slim(@sha256:[0-9a-f]{64})?$`, 'm'),
+    );
+    expect(dockerfile).toMatch(/^ARG RUNTIME_BASE=gcr\.io\/distroless\/cc-debian12:nonroot@sha256:[0-9a-f]{64}$/m);
+    expect(dockerfile).toMatch(/^FROM \$\{BUILD_BASE\} AS build$/m);
+    expect(dockerfile).toMatch(/^FROM \$\{RUNTIME_BASE\}$/m);
     expect(dockerfile).toMatch(/^USER 65532:65532$/m);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["\/drain-sidecar"\]$/m);
   });
@@ -53,6 +57,11 @@ describe.skipIf(!hasPodman && process.env.CI !== 'true')('the image, run with po
       `NODE_EXTRA_CA_CERTS=${ca}`,
       '--build-arg',
       `VERSION=${pkg.version}`,
+      // The stand-in bases carry the real tags, not the real digests.
+      '--build-arg',
+      `BUILD_BASE=node:${pkg.sea.nodeVersion}-bookworm-slim`,
+      '--build-arg',
+      'RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot',
       '-t',
       IMAGE,
       '.',

@@ -1,9 +1,9 @@
 // The admission webhook over real HTTPS with a certificate made here: reviews of realistic pods, each patch applied with a
 // JSON Patch library and the patched pod validated and compared with what `inject` writes for the same template;
 // certificate rotation on disk; hostile and malformed requests.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, renameSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import fastJsonPatch from 'fast-json-patch';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { makeCertificate as makeCertificateFiles } from '../../bench/lab.mjs';
 import type { PodSpec } from '../../src/inject.js';
 import { createWebhook } from '../../src/webhook.js';
 import { expectConsistentPod, type Manifest, validate } from '../kube.js';
@@ -21,33 +22,9 @@ const dir = mkdtempSync(join(tmpdir(), 'webhook-'));
 const certFile = join(dir, 'tls.crt');
 const keyFile = join(dir, 'tls.key');
 
-/** A self-signed certificate for localhost; written next to the files and then moved over them, as a kubelet does. */
+/** A new certificate for localhost, moved over the files as a kubelet updates a Secret's volume; its fingerprint. */
 function makeCertificate(cn: string): string {
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      `/CN=${cn}`,
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout',
-      `${keyFile}.new`,
-      '-out',
-      `${certFile}.new`,
-    ],
-    { stdio: 'ignore' },
-  );
-  renameSync(`${keyFile}.new`, keyFile);
-  renameSync(`${certFile}.new`, certFile);
+  makeCertificateFiles(certFile, keyFile, cn);
   return new X509Certificate(readFileSync(certFile)).fingerprint256;
 }
 
