@@ -3,6 +3,7 @@
 import { readFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isSea } from 'node:sea';
+import { setFlagsFromString } from 'node:v8';
 import { type Logger, pino } from 'pino';
 import pkg from '../package.json' with { type: 'json' };
 import { runSubcommand, SUBCOMMANDS } from './cli.js';
@@ -93,6 +94,10 @@ async function main(): Promise<void> {
     return process.exit(EXIT_CONFIG);
   }
   const { config, warnings } = result;
+  // Passive mode answers a few hook calls and scrapes per drain: V8's optimizing tiers (Maglev, TurboFan) would keep
+  // their compiled code and zones for nothing (bench/memory.mjs measures the private memory they cost after traffic).
+  // Proxy mode keeps them: it forwards every request. Compiler flags apply to what is compiled after this point.
+  if (!config.proxyUpstream) for (const flag of ['--no-maglev', '--no-opt']) setFlagsFromString(flag);
 
   // Synchronous writes: the last `drain finished` line must be out before the process exits.
   const log = createLogger(config.logLevel, pino.destination({ fd: 1, sync: true }));

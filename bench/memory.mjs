@@ -1,0 +1,132 @@
+// Memory charged to each pod after the first on a node: the executable's code is file-backed and shared through the
+// page cache by every pod on the node, so what each pod adds is its private memory (RssAnon in /proc/PID/status).
+// Measured idle and after traffic (passive: 1,000 hook calls of /sleep?s=0 and 100 scrapes, watching one app port;
+// proxy: 20,000 proxied requests on 16 connections and 100 scrapes), for each set of Node options given through
+// NODE_OPTIONS, side by side in one run with the variants interleaved over rounds. Prints figures; asserts nothing.
+// Usage: npm run build:sea && node bench/memory.mjs [other-executable ...]   (e.g. a build of an earlier commit)
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Agent, createServer, request } from 'node:http';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const HOOKS = 1000;
+const SCRAPES = 100;
+const PROXIED = 20_000;
+const ROUNDS = 3;
+// What NODE_OPTIONS adds to the executable's own options (sea-config.json execArgv).
+const OPTIONS = ['', '--max-semi-space-size=1', '--jitless --max-semi-space-size=1'];
+const EXECUTABLES = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2)];
+const VARIANTS = EXECUTABLES.flatMap((exe) =>
+  OPTIONS.map((o) => [`${exe.replace(ROOT, '')}${o ? ` with NODE_OPTIONS=${o}` : ''}`, o, exe]),
+);
+
+const privateMiB = (pid) => Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function get(port, path, agent) {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function start(exe, options, extra) {
+  const child = spawn(exe, [], {
+    env: { PATH: process.env.PATH, NODE_OPTIONS: options, DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...extra },
+    // The executable's own warnings (a rejected code cache under --jitless) are not the bench's output.
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const ports = await new Promise((resolve, reject) => {
+    let out = '';
+    const onData = (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.includes('"drain-sidecar started"'));
+      if (!line) return;
+      child.stdout.off('data', onData);
+      child.stdout.resume();
+      const { address, proxyAddress } = JSON.parse(line);
+      resolve({ admin: address.port, proxy: proxyAddress?.port });
+    };
+    child.stdout.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+  });
+  await pause(1000);
+  return { child, ...ports };
+}
+
+const app = createServer((_req, res) => res.end('ok'));
+await new Promise((r) => app.listen(0, '127.0.0.1', r));
+const appPort = app.address().port;
+
+async function passive(exe, options) {
+  const s = await start(exe, options, { DRAIN_APP_PORTS: String(appPort), DRAIN_SHUTDOWN_HOLD_SECONDS: '0' });
+  const idle = privateMiB(s.child.pid);
+  const agent = new Agent({ keepAlive: true, maxSockets: 32 });
+  for (let i = 0; i < HOOKS; i += 32) await Promise.all(Array.from({ length: 32 }, () => get(s.admin, '/sleep?s=0', agent)));
+  for (let i = 0; i < SCRAPES; i++) await get(s.admin, '/metrics', agent);
+  agent.destroy();
+  await pause(2000);
+  const after = privateMiB(s.child.pid);
+  s.child.kill('SIGKILL');
+  return { idle, after };
+}
+
+/** A port free now, for builds that do not log the proxy's address. */
+async function freePort() {
+  const probe = createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const { port } = probe.address();
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+async function proxy(exe, options) {
+  const listen = await freePort();
+  const s = await start(exe, options, {
+    DRAIN_PROXY_LISTEN: `127.0.0.1:${listen}`,
+    DRAIN_PROXY_UPSTREAM: `127.0.0.1:${appPort}`,
+  });
+  s.proxy = listen;
+  const idle = privateMiB(s.child.pid);
+  const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  for (let i = 0; i < PROXIED; i += 16) await Promise.all(Array.from({ length: 16 }, () => get(s.proxy, '/', agent)));
+  for (let i = 0; i < SCRAPES; i++) await get(s.admin, '/metrics');
+  agent.destroy();
+  await pause(2000);
+  const after = privateMiB(s.child.pid);
+  s.child.kill('SIGKILL');
+  return { idle, after };
+}
+
+const results = new Map(VARIANTS.map(([name]) => [name, { passive: [], proxy: [] }]));
+for (let round = 0; round < ROUNDS; round++) {
+  for (const [name, options, exe] of VARIANTS) {
+    results.get(name).passive.push(await passive(exe, options));
+    results.get(name).proxy.push(await proxy(exe, options));
+  }
+}
+app.close();
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const base = results.get(VARIANTS[0][0]);
+const cell = (runs, key, baseRuns) => {
+  const v = median(runs.map((r) => r[key]));
+  const b = median(baseRuns.map((r) => r[key]));
+  return `${v.toFixed(1)}${runs === baseRuns ? '' : ` (${(v / b).toFixed(2)}x)`}`;
+};
+console.log(`private memory (RssAnon, MiB), median of ${ROUNDS} interleaved rounds; ratios against the first row:\n`);
+console.log(
+  '| executable | passive idle | passive after 1,000 hooks and 100 scrapes | proxy idle | proxy after 20,000 requests and 100 scrapes |',
+);
+console.log('|---|---|---|---|---|');
+for (const [name] of VARIANTS) {
+  const r = results.get(name);
+  console.log(
+    `| ${name} | ${cell(r.passive, 'idle', base.passive)} | ${cell(r.passive, 'after', base.passive)} | ${cell(r.proxy, 'idle', base.proxy)} | ${cell(r.proxy, 'after', base.proxy)} |`,
+  );
+}
