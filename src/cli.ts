@@ -360,9 +360,9 @@ function runCheck(argv: string[], io: CliIo): number {
   return findings.some((f) => f.severity === 'error') ? EXIT_FINDINGS : 0;
 }
 
-export const SUBCOMMANDS = {
-  inject: { run: runInject, help: INJECT_HELP, summary: 'add drain-sidecar and its hooks to Kubernetes manifests' },
-  check: { run: runCheck, help: CHECK_HELP, summary: 'report drain misconfiguration in Kubernetes manifests' },
+const SUBCOMMANDS = {
+  inject: { run: runInject, help: INJECT_HELP },
+  check: { run: runCheck, help: CHECK_HELP },
 } as const;
 
 /** Runs a subcommand; returns the exit code. */

@@ -397,9 +397,9 @@ export function redactConfig(c: Config): Record<string, unknown> {
   return shown;
 }
 
-export function renderHelp(name: string, subcommands: Record<string, { summary: string }> = {}): string {
+export function renderHelp(name: string, subcommands: Record<string, string> = {}): string {
   const lines = [`Usage: ${name} [flags]          run the sidecar`];
-  for (const [sub, { summary }] of Object.entries(subcommands)) lines.push(`       ${name} ${sub} --help   ${summary}`);
+  for (const [sub, summary] of Object.entries(subcommands)) lines.push(`       ${name} ${sub} --help   ${summary}`);
   lines.push('', 'Every flag has an environment variable twin; a flag wins over its variable.', '');
   for (const s of CONFIG_SPEC) {
     lines.push(`  ${s.flag} (${s.env}, default ${JSON.stringify(s.default)})`, `      ${s.help}`);

@@ -6,13 +6,11 @@ import { isSea } from 'node:sea';
 import { setFlagsFromString } from 'node:v8';
 import { type Logger, pino } from 'pino';
 import pkg from '../package.json' with { type: 'json' };
-import { runSubcommand, SUBCOMMANDS } from './cli.js';
 import { systemClock } from './clock.js';
 import { parseConfig, redactConfig, renderHelp } from './config.js';
 import { createLogger } from './log.js';
 import { createSidecar } from './sidecar.js';
 import { isWholeElf, type SockDiag } from './sockdiag.js';
-import { createWebhook, parseWebhookArgs, WEBHOOK_HELP } from './webhook.js';
 
 // Exit codes, as the reloaders do: 2 for configuration the user must fix, 1 for a failure at run time.
 const EXIT_CONFIG = 2;
@@ -35,8 +33,17 @@ function loadSockDiag(log: Logger): SockDiag | undefined {
   }
 }
 
+// The subcommands, loaded only when called: the sidecar in every pod should not pay for the YAML parser and the
+// webhook's code.
+const SUBCOMMANDS = {
+  inject: 'add drain-sidecar and its hooks to Kubernetes manifests',
+  check: 'report drain misconfiguration in Kubernetes manifests',
+  webhook: 'serve the mutating admission webhook that injects it into opted-in pods',
+} as const;
+
 /** A subcommand (inject, check): synchronous writes, so nothing is lost to process.exit on a pipe. */
-function subcommand(name: keyof typeof SUBCOMMANDS, argv: string[]): never {
+async function subcommand(name: 'inject' | 'check', argv: string[]): Promise<never> {
+  const { runSubcommand } = await import('./cli.js');
   const code = runSubcommand(name, argv, {
     stdin: () => readFileSync(0, 'utf8'),
     out: (text) => writeSync(1, text),
@@ -47,6 +54,7 @@ function subcommand(name: keyof typeof SUBCOMMANDS, argv: string[]): never {
 
 /** `drain-sidecar webhook`: serves until SIGTERM or SIGINT, then closes and exits 0. */
 async function webhook(argv: string[]): Promise<void> {
+  const { createWebhook, parseWebhookArgs, WEBHOOK_HELP } = await import('./webhook.js');
   let config: ReturnType<typeof parseWebhookArgs>;
   try {
     config = parseWebhookArgs(argv);
@@ -74,15 +82,11 @@ async function webhook(argv: string[]): Promise<void> {
 
 async function main(): Promise<void> {
   const [first, ...rest] = process.argv.slice(2);
-  if (first !== undefined && Object.hasOwn(SUBCOMMANDS, first)) subcommand(first as keyof typeof SUBCOMMANDS, rest);
+  if (first === 'inject' || first === 'check') return subcommand(first, rest);
   if (first === 'webhook') return webhook(rest);
   const result = parseConfig(process.env, process.argv.slice(2));
   if (result.ok === 'help') {
-    const summaries = {
-      ...SUBCOMMANDS,
-      webhook: { summary: 'serve the mutating admission webhook that injects it into opted-in pods' },
-    };
-    process.stdout.write(renderHelp('drain-sidecar', summaries));
+    process.stdout.write(renderHelp('drain-sidecar', SUBCOMMANDS));
     return process.exit(0);
   }
   if (result.ok === 'version') {
