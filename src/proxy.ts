@@ -200,7 +200,7 @@ export class DrainProxy {
           res,
           finish,
           501,
-          'transfer-encoding',
+          'not_implemented',
           `Transfer-Encoding ${JSON.stringify(te.slice(0, 40))} is not forwarded`,
           'send the body with Content-Length or Transfer-Encoding: chunked alone',
         );

@@ -224,6 +224,8 @@ describe('proxy mode', () => {
     await vi.waitFor(async () => expect(await metric(port, 'drain_sidecar_proxy_requests_in_flight')).toBe(40), {
       timeout: 5000,
     });
+    // The gauge counts a request once the proxy has it; release them only once the app has every one too.
+    await vi.waitFor(() => expect(held).toHaveLength(40), { timeout: 5000 });
     for (const release of held.splice(0)) release();
     expect((await replies).every((r) => r.status === 200)).toBe(true);
     await vi.waitFor(async () => expect(await metric(port, 'drain_sidecar_proxy_requests_in_flight')).toBe(0), { timeout: 3000 });
