@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { type Edit, IMAGE, type InjectOptions, inject, type Workload } from './inject.js';
 import { exposition, METRIC_PREFIX } from './metrics.js';
-import { boundConnections, listen } from './server.js';
+import { listen } from './server.js';
 
 export const OPT_IN_LABEL = 'drain-sidecar.dev/inject';
 // A Pod object stays far below this (etcd refuses objects above 1.5 MiB); the API server sends the pod and its old copy.
@@ -182,7 +182,9 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
   const readTls = () => ({ cert: readFileSync(config.certFile), key: readFileSync(config.keyFile) });
   let loaded = readTls();
   const server: Server = createServer({ ...SERVER_OPTIONS, ...loaded }, getRequestListener(app.fetch));
-  boundConnections(server, MAX_CONNECTIONS, () => undefined);
+  // The API servers are its only clients: past the bound a new connection is refused, and the pod is allowed without the
+  // sidecar (failurePolicy: Ignore). Node's own bound, since a TLS request's socket is not the one 'connection' saw.
+  server.maxConnections = MAX_CONNECTIONS;
 
   /** Re-reads the TLS files; a new pair applies to the next handshake, connections open keep theirs. */
   const reload = (): boolean => {
