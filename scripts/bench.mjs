@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { writeSection } from './sections.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const ALL = ['footprint', 'memory', 'proxy', 'flood', 'scrape', 'inject', 'webhook', 'signals'];
+const ALL = ['footprint', 'memory', 'hook-cpu', 'proxy', 'flood', 'scrape', 'inject', 'webhook', 'signals'];
 const names = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ALL;
 const root = process.getuid?.() === 0 && spawnSync('ip', ['-V']).status === 0;
 const machine = `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, Node ${process.version}`;

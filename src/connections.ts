@@ -87,6 +87,8 @@ export interface Comparison {
 
 // Timers fire late under load; a read this much past two poll intervals still counts as the previous one.
 const STALE_SLACK_MS = 250;
+// Two polls less than this apart are one: tcp_info times what it reports to the millisecond.
+const SAME_MOMENT_MS = 1;
 // Linux keeps a socket in TIME_WAIT for exactly this long (TCP_TIMEWAIT_LEN), so its remaining time tells when it closed.
 const TIME_WAIT_MS = 60_000;
 
@@ -200,6 +202,7 @@ export class Connections {
   #outRsts: number | undefined;
   #sockDiag: SockDiag | undefined;
   #latest: Snapshot | undefined;
+  #lastPoll: Snapshot | undefined;
   #available: boolean;
   #lastArrivalAt = Number.NEGATIVE_INFINITY;
   #lateTotal = 0;
@@ -269,6 +272,7 @@ export class Connections {
     this.#outRsts = read.outRsts;
     this.#baseline = baseline;
     this.#latest = snapshot;
+    this.#lastPoll = snapshot;
     return snapshot;
   }
 
@@ -285,12 +289,12 @@ export class Connections {
   /** Takes a baseline now; the returned function gives what the traffic did since (for an episode or one hook call). */
   traffic(startedAt: number): (() => EpisodeTraffic) | undefined {
     // Fresh polls: a cached read taken before a connection arrived would make that connection look late.
-    const atStart = this.poll();
+    const atStart = this.#pollNow();
     if (!atStart) return undefined;
     const lateAtStart = this.#lateTotal;
     const segmentsAtStart = this.#lateSegments;
     return () => {
-      const atEnd = this.poll() ?? atStart;
+      const atEnd = this.#pollNow() ?? atStart;
       return {
         connectionsAtStart: atStart.established,
         connectionsAtEnd: atEnd.established,
@@ -299,6 +303,15 @@ export class Connections {
         lastArrivalSeconds: secondsSince(startedAt, this.#lastArrivalAt),
       };
     };
+  }
+
+  /**
+   * A poll, or the one taken at this very moment: a `/drain` call that opens an episode takes both baselines at once, and
+   * takes both end figures at once (a dump walks the node's whole socket table, so each one saved counts).
+   */
+  #pollNow(): Snapshot | undefined {
+    const last = this.#lastPoll;
+    return last && this.#deps.clock.now() - last.at < SAME_MOMENT_MS ? last : this.poll();
   }
 
   /** Polls while a termination lasts; called whenever a drain starts or ends, and at SIGTERM. */
