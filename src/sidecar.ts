@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { createApp } from './app.js';
-import type { Clock } from './clock.js';
+import { type Clock, delay } from './clock.js';
 import type { Config } from './config.js';
 import { Connections } from './connections.js';
 import { Drain } from './drain.js';
@@ -17,6 +17,9 @@ import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
 import type { SockDiag } from './sockdiag.js';
 import { Termination } from './termination.js';
+
+// How long the exit waits for the ports to close; the shutdown deadline leaves a second before the kubelet's SIGKILL.
+const STOP_BOUND_MS = 500;
 
 export interface SidecarDeps {
   config: Config;
@@ -117,7 +120,8 @@ export function createSidecar({ config, clock, log, version, nodeVersion, sockDi
     config,
     log: log.child({ component: 'shutdown' }),
     appStopped: () => !connections.peek(pollMs)?.listening,
-    exit: (code) => void stop().then(() => exit(code)),
+    // Closing is bounded: the exit must come before the kubelet's SIGKILL even if a connection lingers.
+    exit: (code) => void Promise.race([stop(), delay(clock, STOP_BOUND_MS)]).then(() => exit(code)),
   });
   timers.push(shutdown);
   const httpLog = log.child({ component: 'http' });
