@@ -2,12 +2,11 @@
 // and without an attacker that reconnects every connection the sidecar closes. Probes /healthz and a hook call from a new
 // client meanwhile. Prints the figures (scripts/bench.mjs writes them into bench/README.md).
 // Usage: npm run build:sea && node bench/flood.mjs
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { flood } from './lab.mjs';
+import { flood, startSidecar } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const IDLE = 10_000;
@@ -48,28 +47,6 @@ async function metric(port, series) {
 function rssMiB(pid) {
   const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Math.round(Number(m[1]) / 102.4) / 10 : undefined;
-}
-
-async function start(env) {
-  const child = spawn(`${ROOT}dist/drain-sidecar`, [], {
-    env: { PATH: process.env.PATH, DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const ports = await new Promise((resolve, reject) => {
-    let out = '';
-    const onData = (d) => {
-      out += d;
-      const line = out.split('\n').find((l) => l.includes('"drain-sidecar started"'));
-      if (!line) return;
-      const { address, proxyAddress } = JSON.parse(line);
-      child.stdout.off('data', onData);
-      child.stdout.resume();
-      resolve([address.port, proxyAddress?.port]);
-    };
-    child.stdout.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`sidecar exited ${code}: ${out}`)));
-  });
-  return { child, ports };
 }
 
 /** Keeps `size` connections open, reconnecting each one the sidecar closes, until stopped. */
@@ -114,8 +91,7 @@ async function scenario(name, env, target) {
   await new Promise((r) => app.listen(0, '127.0.0.1', r));
   const appPort = app.address().port;
   const proxyEnv = target === 'proxy' ? { DRAIN_PROXY_LISTEN: '127.0.0.1:0', DRAIN_PROXY_UPSTREAM: `127.0.0.1:${appPort}` } : {};
-  const { child, ports } = await start({ ...env, ...proxyEnv });
-  const [adminPort, proxyPort] = ports;
+  const { child, admin: adminPort, proxy: proxyPort } = await startSidecar(`${ROOT}dist/drain-sidecar`, { ...env, ...proxyEnv });
   const port = target === 'proxy' ? proxyPort : adminPort;
   const sockets = [];
   const rssBefore = rssMiB(child.pid);

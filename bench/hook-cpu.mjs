@@ -5,8 +5,9 @@
 // Usage: npm run build:sea && node bench/hook-cpu.mjs [other-executable ...]
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { Agent, createServer, request } from 'node:http';
+import { Agent, createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { freePort, get } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const EXECUTABLES = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2)];
@@ -18,26 +19,6 @@ const cpuMs = (pid) => {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
 };
-
-function get(port, path, agent) {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, agent }, (res) => {
-      res.resume();
-      res.on('end', resolve);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** A port free now. */
-async function freePort() {
-  const probe = createServer();
-  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address();
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 async function start(exe, env) {
   const port = await freePort();

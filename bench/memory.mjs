@@ -4,10 +4,10 @@
 // proxy: 20,000 proxied requests on 16 connections and 100 scrapes), for each set of Node options given through
 // NODE_OPTIONS, side by side in one run with the variants interleaved over rounds. Prints figures; asserts nothing.
 // Usage: npm run build:sea && node bench/memory.mjs [other-executable ...]   (e.g. a build of an earlier commit)
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { Agent, createServer, request } from 'node:http';
+import { Agent, createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { freePort, get, startSidecar } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOOKS = 1000;
@@ -24,39 +24,12 @@ const VARIANTS = EXECUTABLES.flatMap((exe) =>
 const privateMiB = (pid) => Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function get(port, path, agent) {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, agent }, (res) => {
-      res.resume();
-      res.on('end', resolve);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
+/** The executable with NODE_OPTIONS, settled for a second before it is measured. */
 async function start(exe, options, extra) {
-  const child = spawn(exe, [], {
-    env: { PATH: process.env.PATH, NODE_OPTIONS: options, DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...extra },
-    // The executable's own warnings (a rejected code cache under --jitless) are not the bench's output.
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
-  const ports = await new Promise((resolve, reject) => {
-    let out = '';
-    const onData = (d) => {
-      out += d;
-      const line = out.split('\n').find((l) => l.includes('"drain-sidecar started"'));
-      if (!line) return;
-      child.stdout.off('data', onData);
-      child.stdout.resume();
-      const { address, proxyAddress } = JSON.parse(line);
-      resolve({ admin: address.port, proxy: proxyAddress?.port });
-    };
-    child.stdout.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-  });
+  // The executable's own warnings (a rejected code cache under --jitless) are not the bench's output.
+  const s = await startSidecar(exe, { NODE_OPTIONS: options, ...extra }, 'ignore');
   await pause(1000);
-  return { child, ...ports };
+  return s;
 }
 
 const app = createServer((_req, res) => res.end('ok'));
@@ -74,15 +47,6 @@ async function passive(exe, options) {
   const after = privateMiB(s.child.pid);
   s.child.kill('SIGKILL');
   return { idle, after };
-}
-
-/** A port free now, for builds that do not log the proxy's address. */
-async function freePort() {
-  const probe = createServer();
-  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address();
-  await new Promise((r) => probe.close(r));
-  return port;
 }
 
 async function proxy(exe, options) {

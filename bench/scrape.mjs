@@ -2,10 +2,10 @@
 // with 10,000 established connections to the app port, for each executable given (default: the built one), side by
 // side in one run, proxy mode too. Prints figures; asserts nothing.
 // Usage: npm run build:sea && node bench/scrape.mjs [other-executable ...]   (e.g. a build of an earlier commit)
-import { spawn } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import { connect, createServer as createTcpServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { startSidecar } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2)];
@@ -27,24 +27,6 @@ function get(port, path) {
     req.on('error', reject);
     req.end();
   });
-}
-
-async function start(exe, env) {
-  const child = spawn(exe, [], {
-    env: { PATH: process.env.PATH, DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const port = await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const line = out.split('\n').find((l) => l.includes('"drain-sidecar started"'));
-      if (line) resolve(JSON.parse(line).address.port);
-    });
-    child.on('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-  });
-  child.stdout.resume();
-  return { child, port };
 }
 
 async function measure(port) {
@@ -72,7 +54,7 @@ for (const exe of executables) {
     ['passive', { DRAIN_APP_PORTS: String(appPort) }],
     ['proxy', { DRAIN_PROXY_LISTEN: '127.0.0.1:0', DRAIN_PROXY_UPSTREAM: `127.0.0.1:${http.address().port}` }],
   ]) {
-    const { child, port } = await start(exe, env);
+    const { child, admin: port } = await startSidecar(exe, env);
     const idle = await measure(port);
     const hook = get(port, '/sleep?s=60').catch(() => undefined);
     await new Promise((r) => setTimeout(r, 300));
