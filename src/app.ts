@@ -50,7 +50,7 @@ const sha256 = (s: string) => createHash('sha256').update(s).digest();
 type Env = { Bindings: HttpBindings };
 
 /** Whether an Authorization header value carries the hook token; always true when no token is configured. */
-export function tokenCheck(token: string): (authorization: string | undefined) => boolean {
+function tokenCheck(token: string): (authorization: string | undefined) => boolean {
   if (!token) return () => true;
   const digest = sha256(token);
   return (authorization) => {
@@ -59,30 +59,47 @@ export function tokenCheck(token: string): (authorization: string | undefined) =
   };
 }
 
-export const UNAUTHORIZED_HINT = 'send "Authorization: Bearer <DRAIN_HOOK_TOKEN>" via lifecycle.preStop.httpGet.httpHeaders';
-export const busyMessage = (inProgress: number, max: number) =>
-  `${inProgress} hook calls are already held (DRAIN_MAX_HOOKS=${max})`;
-export const BUSY_HINT = 'retry later, or raise DRAIN_MAX_HOOKS if this many concurrent hook calls are expected';
+/**
+ * A hook call's admission, before anything is held or any state changes: the refusal (401 without the token, 429 past
+ * DRAIN_MAX_HOOKS), already counted, or undefined. For the API and for hook calls the HTTP parser rejected alike.
+ */
+export function hookAdmission({ config, drain }: Pick<AppDeps, 'config' | 'drain'>) {
+  const authorized = tokenCheck(config.hookToken);
+  return (endpoint: HookEndpoint, authorization: string | undefined): HttpError | undefined => {
+    if (!authorized(authorization)) {
+      drain.refuse(endpoint, 'unauthorized');
+      return new HttpError(
+        401,
+        'unauthorized',
+        `/${endpoint} needs the hook token`,
+        'send "Authorization: Bearer <DRAIN_HOOK_TOKEN>" via lifecycle.preStop.httpGet.httpHeaders',
+        { 'WWW-Authenticate': 'Bearer' },
+      );
+    }
+    if (drain.hooksInProgress >= config.maxHooks) {
+      drain.refuse(endpoint, 'rejected_busy');
+      return new HttpError(
+        429,
+        'too_many_hooks',
+        `${drain.hooksInProgress} hook calls are already held (DRAIN_MAX_HOOKS=${config.maxHooks})`,
+        'retry later, or raise DRAIN_MAX_HOOKS if this many concurrent hook calls are expected',
+      );
+    }
+    return undefined;
+  };
+}
 
 export function createApp(deps: AppDeps): Hono<Env> {
   const { config, clock, drain, connections, proxy, metrics, registry, scrapes, log, isTerminating } = deps;
-  const authorized = tokenCheck(config.hookToken);
+  const admit = hookAdmission(deps);
 
   // Kubelets before 1.26 call `//sleep?s=20`.
   const app = new Hono<Env>({ getPath: (req) => getPath(req).replace(/^\/{2,}/, '/') });
 
   /** Answers at once, before anything is held or any state changes. */
   const admitHook = (c: Context<Env>, endpoint: HookEndpoint) => {
-    if (!authorized(c.req.header('authorization'))) {
-      drain.refuse(endpoint, 'unauthorized');
-      throw new HttpError(401, 'unauthorized', `/${endpoint} needs the hook token`, UNAUTHORIZED_HINT, {
-        'WWW-Authenticate': 'Bearer',
-      });
-    }
-    if (drain.hooksInProgress >= config.maxHooks) {
-      drain.refuse(endpoint, 'rejected_busy');
-      throw new HttpError(429, 'too_many_hooks', busyMessage(drain.hooksInProgress, config.maxHooks), BUSY_HINT);
-    }
+    const refusal = admit(endpoint, c.req.header('authorization'));
+    if (refusal) throw refusal;
   };
 
   /** What a hook call asks for, after parsing: problems and clamping are reported, and the pod is held anyway. */

@@ -6,7 +6,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type AppDeps, BUSY_HINT, busyMessage, tokenCheck, UNAUTHORIZED_HINT } from './app.js';
+import { type AppDeps, hookAdmission } from './app.js';
 import type { HookEndpoint } from './metrics.js';
 
 export type MalformedDeps = Pick<AppDeps, 'config' | 'drain' | 'metrics' | 'log'>;
@@ -44,7 +44,7 @@ interface Rejected {
 }
 
 export function malformedRequests({ config, drain, metrics, log }: MalformedDeps) {
-  const authorized = tokenCheck(config.hookToken);
+  const admit = hookAdmission({ config, drain });
 
   const handle = ({ head, authorization, problem, status, answer, gone }: Rejected): void => {
     metrics.invalidRequests.inc({ reason: 'malformed_http' });
@@ -55,15 +55,10 @@ export function malformedRequests({ config, drain, metrics, log }: MalformedDeps
       return;
     }
     const hookLog = log.child({ endpoint: hook });
-    if (!authorized(authorization)) {
-      drain.refuse(hook, 'unauthorized');
-      hookLog.warn({ status: 401, problem }, 'malformed hook call refused');
-      answer(401, { error: 'unauthorized', message: `/${hook} needs the hook token`, hint: UNAUTHORIZED_HINT });
-      return;
-    }
-    if (drain.hooksInProgress >= config.maxHooks) {
-      drain.refuse(hook, 'rejected_busy');
-      answer(429, { error: 'too_many_hooks', message: busyMessage(drain.hooksInProgress, config.maxHooks), hint: BUSY_HINT });
+    const refusal = admit(hook, authorization);
+    if (refusal) {
+      hookLog.warn({ status: refusal.status, problem }, 'malformed hook call refused');
+      answer(refusal.status, { error: refusal.code, message: refusal.message, hint: refusal.hint });
       return;
     }
     const problems = [`${problem}: the path must not contain spaces, backslashes or raw non-ASCII characters`];
