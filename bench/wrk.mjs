@@ -20,9 +20,13 @@ export function ready(port) {
 
 /** wrk with 2 threads against 127.0.0.1:port: requests/s, p50 and p99 latency in ms, and non-2xx answers. */
 export function wrk(port, { seconds, connections }) {
-  const out = execFileSync('wrk', ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', `http://127.0.0.1:${port}/`], {
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    'wrk',
+    [`-t${Math.min(2, connections)}`, `-c${connections}`, `-d${seconds}s`, '--latency', `http://127.0.0.1:${port}/`],
+    {
+      encoding: 'utf8',
+    },
+  );
   const ms = (label) => {
     const m = new RegExp(`^\\s+${label}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
     if (!m) throw new Error(`no ${label}% latency in wrk output:\n${out}`);
