@@ -323,7 +323,8 @@ export class Connections {
         this.#polling = false;
         return;
       }
-      this.poll();
+      // The first tick comes with the episode's opening read: shared, not a second dump.
+      this.#pollNow();
       this.#timer = this.#deps.clock.setTimeout(tick, this.#deps.pollMs);
     };
     tick();

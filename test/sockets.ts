@@ -73,7 +73,7 @@ export interface DiagRow {
 
 /** Stands in for the kernel's answer to a sock_diag dump: rows set by the test, in the addon's layout. */
 export function fakeSockDiag() {
-  const table = { rows: [] as DiagRow[], fail: false };
+  const table = { rows: [] as DiagRow[], fail: false, dumps: 0 };
   const record = (r: DiagRow) => [
     r.localPort ?? 8080,
     r.remotePort ?? 40000 + r.cookie,
@@ -89,6 +89,7 @@ export function fakeSockDiag() {
   const diag: SockDiag = {
     fields: 10,
     dump: () => {
+      table.dumps++;
       if (table.fail) throw new Error('sock_diag dump: Operation not permitted');
       return Float64Array.from([{ cookie: 1, state: LISTEN, remotePort: 0 }, ...table.rows].flatMap(record));
     },

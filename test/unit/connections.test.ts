@@ -170,6 +170,20 @@ describe('Connections through sock_diag', () => {
     expect(await value('drain_sidecar_late_connections_total', { port: '8080' })).toBe(0);
   });
 
+  it('reads the sockets once when an episode opens and its polling starts, then once per poll', async () => {
+    const { connections, termination, table } = setupDiag();
+    termination.active = true;
+    const traffic = connections.traffic(performance.now());
+    connections.watch();
+    expect(table.dumps).toBe(1);
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    expect(table.dumps).toBe(2);
+    // The episode's end figures come from a fresh read, not from the poll half an interval ago.
+    await vi.advanceTimersByTimeAsync(POLL_MS / 2);
+    traffic?.();
+    expect(table.dumps).toBe(3);
+  });
+
   it('ignores the times of sockets that received nothing since the previous read', async () => {
     const { connections, termination, table } = setupDiag();
     table.rows = [pooled(2, 10, 3)];
