@@ -4,6 +4,7 @@
 //   pod  the app (:8080, in a child process: it calls the database every 500 ms) and a stand-in sidecar (:9555) that
 //        answers scrapes; on {cost} times each signal's read; on {sample} polls every signal and answers the polls
 //   app  the app itself, started by pod
+//   crowd `count` idle connections to itself on loopback: another pod's sockets on the node
 import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
@@ -21,7 +22,20 @@ const message = () => new Promise((r) => process.once('message', r));
 // Every role ends with its parent (the bench kills workers between rounds; an orphaned app would keep its port).
 process.on('disconnect', () => process.exit(0));
 
-if (role === 'app') {
+if (role === 'crowd') {
+  // Another pod's sockets on the same node: count connections to a listener in this namespace, both ends here.
+  const server = createTcpServer((s) => s.on('error', () => undefined));
+  await new Promise((r) => server.listen(7000, '127.0.0.1', r));
+  for (let i = 0; i < count; i += 500) {
+    await Promise.all(
+      Array.from(
+        { length: Math.min(500, count - i) },
+        () => new Promise((resolve, reject) => connect(7000, '127.0.0.1', resolve).on('error', reject)),
+      ),
+    );
+  }
+  process.send('ready');
+} else if (role === 'app') {
   const server = createServer((_req, res) => res.end('ok'));
   server.keepAliveTimeout = 600_000;
   server.maxConnections = count + 100;
@@ -146,8 +160,9 @@ if (role === 'app') {
     return map;
   };
 
-  const { cost } = await message();
-  if (cost) {
+  // {cost} may come several times (the bench changes what else is on the node in between); then {sample}.
+  let next = await message();
+  for (; next.cost; next = await message()) {
     const iterations = count >= 10000 ? 40 : 200;
     const median = (fn) => {
       const times = [];
@@ -176,7 +191,7 @@ if (role === 'app') {
     });
   }
 
-  const { sample, pollMs } = await message();
+  const { sample, pollMs } = next;
   const polls = [];
   let before = counters();
   let ownBefore = ownAnswers;

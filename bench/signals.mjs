@@ -7,13 +7,17 @@
 // Two network namespaces this bench creates (root and `ip` needed) and deletes: "pod" (the app on :8080, a stand-in
 // sidecar answering scrapes on :9555, the sampler) and "lb" (idle connections, a keep-alive pool sending requests at
 // random times, a scraper every second, the database the app calls every 500 ms), joined by a veth pair on
-// 198.18.0.0/30. Prints figures; asserts nothing. Usage: sudo node bench/signals.mjs
+// 198.18.0.0/30. Last, the cost of a read beside another namespace's sockets ("other", loopback only). Prints figures;
+// asserts nothing. Usage: sudo node bench/signals.mjs
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const POD = `dsb-pod-${process.pid}`;
 const LB = `dsb-lb-${process.pid}`;
+const OTHER = `dsb-other-${process.pid}`;
+// Connections another pod holds on the node, both ends in its namespace (within the 20,000 descriptors of one process).
+const CROWD = 9000;
 const COUNTS = [1000, 10000];
 const TRAFFIC_MS = 20_000;
 const POLL_MS = 200;
@@ -154,6 +158,41 @@ try {
     }
     lb.child.kill('SIGKILL');
     pod.child.kill('SIGKILL');
+  }
+
+  // What a read costs follows the node, not the app: the same app (a pool of 8 connections) alone, then with another
+  // namespace holding 2 x CROWD established sockets. A sock_diag dump walks the kernel's whole table, every namespace's
+  // sockets included, whatever the port filter; /proc/net/tcp walks it too, to print the reader's namespace's.
+  ip('netns', 'add', OTHER);
+  const lb = worker(LB, 'lb', 0);
+  const pod = worker(POD, 'pod', 0);
+  try {
+    ip('-n', OTHER, 'link', 'set', 'lo', 'up');
+    await lb.next();
+    await pod.next();
+    lb.send('connect');
+    await lb.next();
+    pod.send({ cost: true });
+    const alone = await pod.next();
+    const crowd = worker(OTHER, 'crowd', CROWD);
+    await crowd.next();
+    pod.send({ cost: true });
+    const crowded = await pod.next();
+    crowd.child.kill('SIGKILL');
+    console.log(
+      `\nThe app with a pool of 8 connections, alone on the node and beside ${(2 * CROWD).toLocaleString('en-US')} ` +
+        `established sockets in another network namespace (median of ${alone.iterations} reads):`,
+    );
+    console.log('| signal | ms per read, alone | beside the other namespace | ratio |');
+    console.log('|---|---|---|---|');
+    for (const [name, ms] of Object.entries(alone.ms)) {
+      const other = crowded.ms[name];
+      console.log(`| ${name} | ${ms.toFixed(2)} | ${other.toFixed(2)} | ${(other / ms).toFixed(2)}x |`);
+    }
+  } finally {
+    lb.child.kill('SIGKILL');
+    pod.child.kill('SIGKILL');
+    ip('netns', 'del', OTHER);
   }
 } finally {
   ip('netns', 'del', POD);
