@@ -236,11 +236,15 @@ export class DrainProxy {
     let answered: ProxyCode = '5xx';
     let clientGone = false;
     let timer: NodeJS.Timeout | undefined;
-    // An upload may take long: with a body, the bound on the app's silence starts once the body has all arrived.
-    if (body)
+    if (body) {
+      // An upload may take long, but not stall: silence from the client ends it (as the client going away). The bound
+      // on the app's silence starts once the body has all arrived.
+      req.setTimeout(RESPONSE_TIMEOUT_MS, () => res.destroy());
       req.once('end', () => {
+        req.socket.setTimeout(0);
         if (!done && !res.headersSent) timer = setTimeout(() => upstream?.abort(timeoutError()), RESPONSE_TIMEOUT_MS);
       });
+    }
     // The app failed after its answer began: the client sees a cut-off answer. An upstream error, whatever the phase.
     const cutOff = (err: Error) => {
       metrics.proxyUpstreamErrors.inc({ reason: upstreamReason(err) });
