@@ -107,7 +107,7 @@ async function main(): Promise<void> {
   const log = createLogger(config.logLevel, pino.destination({ fd: 1, sync: true }));
   for (const problem of warnings) log.warn({ problem }, 'configuration does not fit the grace budget');
 
-  const sidecar = createSidecar({
+  const sidecar = await createSidecar({
     config,
     clock: systemClock,
     log,

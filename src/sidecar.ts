@@ -12,7 +12,7 @@ import { Connections } from './connections.js';
 import { Drain } from './drain.js';
 import { malformedRequests } from './malformed.js';
 import { createMetrics } from './metrics.js';
-import { DrainProxy } from './proxy.js';
+import type { DrainProxy } from './proxy.js';
 import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
 import type { SockDiag } from './sockdiag.js';
@@ -53,7 +53,8 @@ function close(server: Server): Promise<void> {
   });
 }
 
-export function createSidecar({ config, clock, log, version, nodeVersion, sockDiag, exit }: SidecarDeps): Sidecar {
+/** Wires the sidecar; the proxy's module (with undici) is loaded in proxy mode only, so passive mode does not carry it. */
+export async function createSidecar({ config, clock, log, version, nodeVersion, sockDiag, exit }: SidecarDeps): Promise<Sidecar> {
   const pollMs = config.pollSeconds * 1000;
   const registry = new Registry();
   const metrics = createMetrics(registry, {
@@ -77,7 +78,7 @@ export function createSidecar({ config, clock, log, version, nodeVersion, sockDi
     inTermination,
   });
   const proxy = config.proxyUpstream
-    ? new DrainProxy({
+    ? new (await import('./proxy.js')).DrainProxy({
         upstream: config.proxyUpstream,
         maxConnections: config.proxyMaxConnections,
         clock,

@@ -12,7 +12,7 @@ export async function startSidecar(env: Record<string, string> = {}, { sockDiag 
   if (parsed.ok !== true) throw new Error(JSON.stringify(parsed));
   const { log, lines } = testWiring();
   const exit = vi.fn();
-  const sidecar = createSidecar({
+  const sidecar = await createSidecar({
     config: parsed.config,
     clock: systemClock,
     log,
