@@ -13,7 +13,7 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Namespace, Pod, ReplicationController, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { expect } from 'vitest';
 import { parseConfig } from '../src/config.js';
-import { MIN_APP_SHUTDOWN_SECONDS, type PodSpec } from '../src/inject.js';
+import { MIN_APP_SHUTDOWN_SECONDS, type PodSpec, sidecarResources } from '../src/inject.js';
 import { hookHoldSeconds } from '../src/params.js';
 
 export type Manifest = { apiVersion: string; kind: string; metadata?: { name?: string }; [k: string]: unknown };
@@ -73,6 +73,7 @@ export function expectConsistentPod(pod: PodSpec): void {
     const wait = hookHoldSeconds(hook?.path ?? '', parsed.config) ?? Number.POSITIVE_INFINITY;
     expect(wait + MIN_APP_SHUTDOWN_SECONDS).toBeLessThanOrEqual(grace);
   }
+  expect(sidecar?.resources).toEqual(sidecarResources(parsed.config.proxyUpstream !== undefined));
   expect(sidecar?.securityContext).toMatchObject({
     runAsNonRoot: true,
     runAsUser: 65532,
