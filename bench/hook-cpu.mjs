@@ -7,10 +7,14 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Agent, createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { buildFloor, FLOOR_NAME } from './floor.mjs';
 import { freePort, get } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const EXECUTABLES = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2)];
+// Last, the Go floor when it can be built: it reads no sockets, so its app-port rows are its bare /sleep and /healthz.
+const floor = buildFloor();
+const EXECUTABLES = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2), ...(floor ? [floor] : [])];
+const label = (exe) => (exe === floor ? FLOOR_NAME : exe.replace(ROOT, ''));
 const CALLS = 1000;
 const ROUNDS = 3;
 const TICK_MS = 1000 / 100; // USER_HZ
@@ -73,7 +77,7 @@ for (let round = 0; round < ROUNDS; round++) {
 app.close();
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 console.log(`CPU per hook call (ms, user + system), ${CALLS} calls one at a time, median of ${ROUNDS} interleaved rounds:\n`);
-console.log(`| call | ${EXECUTABLES.map((e) => e.replace(ROOT, '')).join(' | ')} |`);
+console.log(`| call | ${EXECUTABLES.map(label).join(' | ')} |`);
 console.log(`|---|${EXECUTABLES.map(() => '---|').join('')}`);
 for (const [name] of cases) {
   const values = EXECUTABLES.map((exe) => median(results.get(`${name}|${exe}`)));

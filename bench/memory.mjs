@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { buildFloor, FLOOR_NAME, FLOOR_REFERENCE } from './floor.mjs';
 import { freePort, get, startSidecar } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -17,9 +18,12 @@ const ROUNDS = 3;
 // What NODE_OPTIONS adds to the executable's own options (sea-config.json execArgv).
 const OPTIONS = ['', '--max-semi-space-size=1', '--jitless --max-semi-space-size=1'];
 const EXECUTABLES = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2)];
-const VARIANTS = EXECUTABLES.flatMap((exe) =>
-  OPTIONS.map((o) => [`${exe.replace(ROOT, '')}${o ? ` with NODE_OPTIONS=${o}` : ''}`, o, exe]),
-);
+const floor = buildFloor();
+const VARIANTS = [
+  ...EXECUTABLES.flatMap((exe) => OPTIONS.map((o) => [`${exe.replace(ROOT, '')}${o ? ` with NODE_OPTIONS=${o}` : ''}`, o, exe])),
+  // The floor has no proxy mode: its row has passive figures only.
+  ...(floor ? [[FLOOR_NAME, '', floor]] : []),
+];
 
 const privateMiB = (pid) => Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -71,7 +75,7 @@ const results = new Map(VARIANTS.map(([name]) => [name, { passive: [], proxy: []
 for (let round = 0; round < ROUNDS; round++) {
   for (const [name, options, exe] of VARIANTS) {
     results.get(name).passive.push(await passive(exe, options));
-    results.get(name).proxy.push(await proxy(exe, options));
+    if (exe !== floor) results.get(name).proxy.push(await proxy(exe, options));
   }
 }
 app.close();
@@ -79,6 +83,7 @@ app.close();
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const base = results.get(VARIANTS[0][0]);
 const cell = (runs, key, baseRuns) => {
+  if (runs.length === 0) return '-';
   const v = median(runs.map((r) => r[key]));
   const b = median(baseRuns.map((r) => r[key]));
   return `${v.toFixed(1)}${runs === baseRuns ? '' : ` (${(v / b).toFixed(2)}x)`}`;
@@ -94,3 +99,4 @@ for (const [name] of VARIANTS) {
     `| ${name} | ${cell(r.passive, 'idle', base.passive)} | ${cell(r.passive, 'after', base.passive)} | ${cell(r.proxy, 'idle', base.proxy)} | ${cell(r.proxy, 'after', base.proxy)} |`,
   );
 }
+if (!floor) console.log(`\n${FLOOR_NAME}, not built in this run; where it was: ${FLOOR_REFERENCE.memory}.`);

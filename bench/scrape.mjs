@@ -1,14 +1,19 @@
 // What a Prometheus scrape of the sidecar costs: bytes, series and time per /metrics answer, idle, during a drain and
 // with 10,000 established connections to the app port, for each executable given (default: the built one), side by
-// side in one run, proxy mode too. Prints figures; asserts nothing.
+// side in one run, proxy mode too, and the Go floor (bench/floor) when Go is installed. Scrapes are 250 ms apart, more
+// than a poll interval, so each one reads the app's sockets afresh, as Prometheus's every 15-60 s do. Prints figures;
+// asserts nothing.
 // Usage: npm run build:sea && node bench/scrape.mjs [other-executable ...]   (e.g. a build of an earlier commit)
 import { createServer, request } from 'node:http';
 import { connect, createServer as createTcpServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { buildFloor, FLOOR_NAME, FLOOR_REFERENCE } from './floor.mjs';
 import { startSidecar } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2)];
+const floor = buildFloor();
+const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2), ...(floor ? [floor] : [])];
+const SPACING_MS = 250;
 const SCRAPES = 30;
 const CONNECTIONS = 10_000;
 
@@ -31,7 +36,10 @@ function get(port, path) {
 
 async function measure(port) {
   const runs = [];
-  for (let i = 0; i < SCRAPES; i++) runs.push(await get(port, '/metrics'));
+  for (let i = 0; i < SCRAPES; i++) {
+    await new Promise((r) => setTimeout(r, SPACING_MS));
+    runs.push(await get(port, '/metrics'));
+  }
   const ms = runs.map((r) => r.ms).sort((a, b) => a - b);
   const last = runs.at(-1);
   return {
@@ -49,11 +57,12 @@ await new Promise((r) => http.listen(0, '127.0.0.1', r));
 
 const rows = [];
 for (const exe of executables) {
-  const name = exe.replace(ROOT, '');
-  for (const [mode, env] of [
+  const name = exe === floor ? FLOOR_NAME : exe.replace(ROOT, '');
+  const modes = [
     ['passive', { DRAIN_APP_PORTS: String(appPort) }],
     ['proxy', { DRAIN_PROXY_LISTEN: '127.0.0.1:0', DRAIN_PROXY_UPSTREAM: `127.0.0.1:${http.address().port}` }],
-  ]) {
+  ];
+  for (const [mode, env] of exe === floor ? modes.slice(0, 1) : modes) {
     const { child, admin: port } = await startSidecar(exe, env);
     const idle = await measure(port);
     const hook = get(port, '/sleep?s=60').catch(() => undefined);
@@ -77,7 +86,8 @@ app.close();
 http.close();
 
 const cell = (m) => (m ? `${m.series} / ${m.bytes.toLocaleString('en')} B / ${m.p50} ms` : '-');
-console.log(`/metrics per scrape: series / bytes / median time of ${SCRAPES} scrapes\n`);
+console.log(`/metrics per scrape: series / bytes / median time of ${SCRAPES} scrapes, ${SPACING_MS} ms apart\n`);
 console.log(`| executable | mode | idle | during a drain | ${CONNECTIONS.toLocaleString('en')} app connections |`);
 console.log('|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.name} | ${r.mode} | ${cell(r.idle)} | ${cell(r.draining)} | ${cell(r.loaded)} |`);
+if (!floor) console.log(`\n${FLOOR_NAME}, not built in this run; where it was: ${FLOOR_REFERENCE.scrape}.`);
