@@ -79,8 +79,8 @@ export interface Baseline {
 
 export interface Comparison {
   snapshot: Snapshot;
-  /** The next baseline. */
-  baseline: Baseline;
+  /** The next baseline, when asked for (a poll moves it; a peek does not need one). */
+  baseline: Baseline | undefined;
   /** When the app last heard from a client on a socket that changed since the baseline; -Infinity when none did. */
   heard: number;
 }
@@ -135,6 +135,7 @@ export function compare(
   read: SocketRead,
   baseline: Baseline | undefined,
   { appPorts, ownPort, pollMs }: Pick<ConnectionsDeps, 'appPorts' | 'ownPort' | 'pollMs'>,
+  nextBaseline = true,
 ): Comparison {
   const now = read.at;
   const withInfo = read.signal === 'sock_diag';
@@ -153,7 +154,8 @@ export function compare(
       },
     ]),
   );
-  const segmentsNow = new Map<string | number, number>();
+  // Per socket: the map of a whole read is its dearest part, and a scrape's peek has no use for it.
+  const segmentsNow = nextBaseline ? new Map<string | number, number>() : undefined;
   let heard = Number.NEGATIVE_INFINITY;
   for (const s of read.sockets) {
     const stats = byPort.get(s.localPort);
@@ -167,8 +169,8 @@ export function compare(
     stats.states[s.state] = (stats.states[s.state] ?? 0) + 1;
     if (s.state === 'ESTABLISHED') stats.established++;
     const segments = s.info?.dataSegmentsIn ?? 0;
-    const before = baseline?.segments.get(s.id);
-    segmentsNow.set(s.id, segments);
+    const before = recent?.segments.get(s.id);
+    segmentsNow?.set(s.id, segments);
     const isNew = recent !== undefined && before === undefined;
     // Payload since the baseline. A socket that lost its tcp_info since (now TIME_WAIT) is a close, not a request.
     const received = !recent ? 0 : isNew ? segments : Math.max(0, segments - (before ?? 0));
@@ -187,7 +189,7 @@ export function compare(
       listening: ports.some((p) => p.listening),
       signal: read.signal,
     },
-    baseline: { at: now, segments: segmentsNow },
+    baseline: segmentsNow && { at: now, segments: segmentsNow },
     heard,
   };
 }
@@ -240,7 +242,7 @@ export class Connections {
     if (latest && maxAgeMs > 0 && this.#deps.clock.now() - latest.at <= maxAgeMs) return latest;
     const read = this.#readSockets();
     if (!read) return undefined;
-    this.#latest = compare(read.sockets, this.#baseline, this.#deps).snapshot;
+    this.#latest = compare(read.sockets, this.#baseline, this.#deps, false).snapshot;
     return this.#latest;
   }
 
