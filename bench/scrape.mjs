@@ -4,6 +4,7 @@
 // than a poll interval, so each one reads the app's sockets afresh, as Prometheus's every 15-60 s do. Prints figures;
 // asserts nothing.
 // Usage: npm run build:sea && node bench/scrape.mjs [other-executable ...]   (e.g. a build of an earlier commit)
+import { readFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { connect, createServer as createTcpServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +15,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const floor = buildFloor();
 const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2), ...(floor ? [floor] : [])];
 const SPACING_MS = 250;
+// What a dump walks besides the app's sockets (other namespaces' are not counted here).
+const tcp = /TCP: inuse (\d+) orphan \d+ tw (\d+)/.exec(readFileSync('/proc/net/sockstat', 'utf8'));
 const SCRAPES = 30;
 const CONNECTIONS = 10_000;
 
@@ -87,7 +90,8 @@ app.close();
 http.close();
 
 const cell = (m) => (m ? `${m.series} / ${m.bytes.toLocaleString('en')} B / ${m.p50} ms` : '-');
-console.log(`/metrics per scrape: series / bytes / median time of ${SCRAPES} scrapes, ${SPACING_MS} ms apart\n`);
+console.log(`/metrics per scrape: series / bytes / median time of ${SCRAPES} scrapes, ${SPACING_MS} ms apart`);
+console.log(`(TCP sockets in this namespace at the start: ${tcp?.[1]} in use, ${tcp?.[2]} in TIME_WAIT)\n`);
 console.log(`| executable | mode | idle | during a drain | ${CONNECTIONS.toLocaleString('en')} app connections |`);
 console.log('|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.name} | ${r.mode} | ${cell(r.idle)} | ${cell(r.draining)} | ${cell(r.loaded)} |`);
