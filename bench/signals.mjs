@@ -123,7 +123,7 @@ try {
     pod.send({ cost: true });
     const cost = await pod.next();
 
-    console.log(`\n${count} idle connections to the app port, plus a pool of 8 (median of ${cost.iterations} reads):`);
+    console.log(`\n${count} idle connections to the app port, plus a pool of 8 (median of ${cost.iterations} reads):\n`);
     console.log('| signal | ms per read | vs sock_diag |');
     console.log('|---|---|---|');
     for (const [name, ms] of Object.entries(cost.ms)) {
@@ -144,7 +144,7 @@ try {
     ]);
     console.log(
       `\ndetection over ${TRAFFIC_MS / 1000} s: ${requests.length} requests on the pool at random times, ` +
-        `${scrapes} scrapes of the sidecar, database calls every 500 ms; polls every ${POLL_MS} ms`,
+        `${scrapes} scrapes of the sidecar, database calls every 500 ms; polls every ${POLL_MS} ms\n`,
     );
     console.log(
       '| signal | intervals with requests detected | quiet intervals flagged (false alarms) | detection delay p50 / p99 (ms) | last-arrival time error p50 / p99 (ms) |',
@@ -181,7 +181,7 @@ try {
     crowd.child.kill('SIGKILL');
     console.log(
       `\nThe app with a pool of 8 connections, alone on the node and beside ${(2 * CROWD).toLocaleString('en-US')} ` +
-        `established sockets in another network namespace (median of ${alone.iterations} reads):`,
+        `established sockets in another network namespace (median of ${alone.iterations} reads):\n`,
     );
     console.log('| signal | ms per read, alone | beside the other namespace | ratio |');
     console.log('|---|---|---|---|');
