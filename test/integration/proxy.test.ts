@@ -5,7 +5,7 @@ import { Agent, createServer, type IncomingMessage, request } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { cleanup, listenLocal, onCleanup } from '../cleanup.js';
-import { get, metric } from '../http.js';
+import { get, metric, rawExchange, statusLines } from '../http.js';
 import { startSidecar } from '../inprocess.js';
 import { within } from '../process.js';
 
@@ -159,6 +159,27 @@ describe('proxy mode', () => {
     expect(seen.te).toBeUndefined();
     expect(reply.headers['x-app']).toBe('yes');
     expect(reply.headers['keep-alive']).not.toBe('timeout=99');
+  });
+
+  it('forwards an upload sent with Expect: 100-continue (as curl sends bodies over 1 KiB), answering the 100 itself', async () => {
+    const seen: { expect: string | undefined; body: string }[] = [];
+    const app = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        seen.push({ expect: req.headers.expect, body: Buffer.concat(chunks).toString() });
+        res.end('stored');
+      });
+    });
+    const { proxyPort } = await startProxy(await listenLocal(app));
+    const body = 'x'.repeat(2048);
+    const { text } = await rawExchange(
+      proxyPort,
+      `PUT /upload HTTP/1.1\r\nHost: pod\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    expect(statusLines(text)).toEqual([100, 200]);
+    expect(text).toContain('stored');
+    expect(seen).toEqual([{ expect: undefined, body }]);
   });
 
   it('propagates a client that goes away to the app', async () => {
