@@ -186,7 +186,6 @@ export function derive(w: Workload, o: InjectOptions): Derived | Finding {
 
 const hookPath = (d: Derived): string => (d.mode === 'sleep' ? `/sleep?s=${d.hookSeconds}` : `/drain?max=${d.hookSeconds}`);
 
-/** The sidecar container for these settings, hardened as k8s/native has it. */
 /**
  * What the sidecar asks of the node, from bench/memory.mjs and bench/flood.mjs. The request is the private memory after
  * traffic with headroom: the executable's code pages are file-backed, shared by every pod on the node through the page
@@ -197,6 +196,7 @@ export function sidecarResources(proxy: boolean): Container['resources'] {
   return { requests: { cpu: '10m', memory: proxy ? '80Mi' : '32Mi' }, limits: { memory: '192Mi' } };
 }
 
+/** The sidecar container for these settings, hardened as k8s/native has it. */
 export function sidecarContainer(d: Derived, o: InjectOptions): Container {
   const env = [
     { name: 'DRAIN_GRACE_PERIOD_SECONDS', value: String(d.grace) },
