@@ -29,6 +29,7 @@ export interface Config {
   proxyListen: HostPort | undefined;
   proxyUpstream: HostPort | undefined;
   proxyMaxConnections: number;
+  proxyTimeoutSeconds: number;
   runtimeMetrics: RuntimeMetrics;
 }
 
@@ -254,6 +255,14 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     default: '4096',
     parse: integer(16, 1_000_000),
     help: 'Proxy mode: client connections held at once. Past it, a new connection closes the one idle longest (none idle: the new one is closed), so idle clients cannot lock out new ones.',
+  },
+  {
+    key: 'proxyTimeoutSeconds',
+    env: 'DRAIN_PROXY_TIMEOUT_SECONDS',
+    flag: '--proxy-timeout-seconds',
+    default: '60',
+    parse: seconds(1, 3600),
+    help: 'Proxy mode: how long the app may be silent (before its answer begins, counted from the end of the request body, and between chunks of it), and how long a client may pause an upload. Past it the request ends: 502 (503 during termination) counted as an upstream timeout, or the client connection closed. Raise it for long polling.',
   },
   {
     key: 'runtimeMetrics',

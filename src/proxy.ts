@@ -24,6 +24,8 @@ export interface ProxyDeps {
   upstream: { host: string; port: number };
   /** Client connections held at once; see boundConnections. */
   maxConnections: number;
+  /** Bound on the app's silence, and on a pause in a client's upload. */
+  timeoutMs: number;
   clock: Clock;
   log: Logger;
   metrics: Metrics;
@@ -54,8 +56,6 @@ const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
 ]);
-// Bounded wait for the app to answer a request (or an Upgrade).
-const RESPONSE_TIMEOUT_MS = 60_000;
 // A request head from a load balancer arrives at once. No bound on the whole request: uploads may take long, and each
 // one holds a connection the connection bound counts as busy.
 const PROXY_SERVER_OPTIONS = { headersTimeout: 10_000, requestTimeout: 0, connectionsCheckingInterval: 1_000 };
@@ -133,8 +133,8 @@ export class DrainProxy {
     this.#pool = new Pool(`http://${host.includes(':') ? `[${host}]` : host}:${port}`, {
       connections: MAX_UPSTREAM_CONNECTIONS,
       // The app is on loopback: a connection is accepted or refused at once. Then one bound on its silence.
-      headersTimeout: RESPONSE_TIMEOUT_MS,
-      bodyTimeout: RESPONSE_TIMEOUT_MS,
+      headersTimeout: deps.timeoutMs,
+      bodyTimeout: deps.timeoutMs,
     });
     this.server = createServer(PROXY_SERVER_OPTIONS, (req, res) => this.#forward(req, res));
     this.server.on('upgrade', (req, socket, head) => this.#tunnel(req, socket as Socket, head));
@@ -196,7 +196,7 @@ export class DrainProxy {
   }
 
   #forward(req: IncomingMessage, res: ServerResponse): void {
-    const { clock, metrics, inTermination } = this.#deps;
+    const { clock, metrics, inTermination, timeoutMs } = this.#deps;
     const start = clock.now();
     this.#arrived();
     this.#inFlight++;
@@ -239,10 +239,10 @@ export class DrainProxy {
     if (body) {
       // An upload may take long, but not stall: silence from the client ends it (as the client going away). The bound
       // on the app's silence starts once the body has all arrived.
-      req.setTimeout(RESPONSE_TIMEOUT_MS, () => res.destroy());
+      req.setTimeout(timeoutMs, () => res.destroy());
       req.once('end', () => {
         req.socket.setTimeout(0);
-        if (!done && !res.headersSent) timer = setTimeout(() => upstream?.abort(timeoutError()), RESPONSE_TIMEOUT_MS);
+        if (!done && !res.headersSent) timer = setTimeout(() => upstream?.abort(timeoutError()), timeoutMs);
       });
     }
     // The app failed after its answer began: the client sees a cut-off answer. An upstream error, whatever the phase.
@@ -257,7 +257,7 @@ export class DrainProxy {
         method: req.method ?? 'GET',
         headers: this.#upstreamHeaders(req),
         body,
-        headersTimeout: body ? 0 : RESPONSE_TIMEOUT_MS,
+        headersTimeout: body ? 0 : timeoutMs,
       },
       {
         onRequestStart: (controller) => {
@@ -363,7 +363,7 @@ export class DrainProxy {
    * connection closes, so no later request on it can pass the proxy as raw tunnel bytes.
    */
   #tunnel(req: IncomingMessage, client: Socket, head: Buffer): void {
-    const { upstream } = this.#deps;
+    const { upstream, timeoutMs } = this.#deps;
     this.#arrived();
     this.#tunnels.add(client);
     client.once('close', () => this.#tunnels.delete(client));
@@ -382,7 +382,7 @@ export class DrainProxy {
     headers.upgrade = String(req.headers.upgrade);
     let up: ReturnType<typeof request>;
     try {
-      up = request({ ...upstream, method: req.method, path: req.url, headers, agent: false, timeout: RESPONSE_TIMEOUT_MS });
+      up = request({ ...upstream, method: req.method, path: req.url, headers, agent: false, timeout: timeoutMs });
     } catch {
       reject('the request cannot be forwarded as HTTP/1.1', 'send valid header names and values');
       return;

@@ -81,6 +81,7 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     ? new (await import('./proxy.js')).DrainProxy({
         upstream: config.proxyUpstream,
         maxConnections: config.proxyMaxConnections,
+        timeoutMs: config.proxyTimeoutSeconds * 1000,
         clock,
         log: log.child({ component: 'proxy' }),
         metrics,

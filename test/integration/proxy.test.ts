@@ -182,6 +182,34 @@ describe('proxy mode', () => {
     expect(seen).toEqual([{ expect: undefined, body }]);
   });
 
+  it('answers 502 when the app stays silent past DRAIN_PROXY_TIMEOUT_SECONDS, counted as an upstream timeout', async () => {
+    const app = createServer(() => undefined);
+    const { proxyPort, port } = await startProxy(await listenLocal(app), { DRAIN_PROXY_TIMEOUT_SECONDS: '1' });
+    const started = performance.now();
+    const reply = await send(proxyPort, { path: '/silent' });
+    expect(reply.status).toBe(502);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(900);
+    expect(await metric(port, 'drain_sidecar_proxy_upstream_errors_total{reason="timeout"}')).toBe(1);
+  });
+
+  it('ends an upload the client pauses past DRAIN_PROXY_TIMEOUT_SECONDS, and the request to the app with it', async () => {
+    const appSawAbort = deferred();
+    const app = createServer((req, res) => {
+      req.resume();
+      req.on('aborted', () => appSawAbort.resolve());
+      req.on('end', () => res.end('whole'));
+    });
+    const { proxyPort, port } = await startProxy(await listenLocal(app), { DRAIN_PROXY_TIMEOUT_SECONDS: '1' });
+    const socket = connect(proxyPort, '127.0.0.1');
+    onCleanup(() => socket.destroy());
+    const closed = new Promise<void>((r) => socket.on('close', () => r()));
+    socket.on('error', () => undefined);
+    socket.write('PUT /upload HTTP/1.1\r\nHost: pod\r\nContent-Length: 100\r\n\r\nfirst bytes');
+    await within(5000, 'the proxy to close the paused upload', closed);
+    await within(3000, 'the app to see the abort', appSawAbort.promise);
+    expect(await metric(port, 'drain_sidecar_proxy_requests_total{code="aborted"}')).toBe(1);
+  });
+
   it('propagates a client that goes away to the app', async () => {
     const appSawAbort = deferred();
     const app = createServer((req, res) => {
