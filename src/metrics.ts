@@ -33,7 +33,7 @@ export type EndReason = (typeof END_REASONS)[number];
 // (GKE Spot caps a whole termination at 25 s, few grace periods exceed 60 s). The buckets resolve the 2-30 s range
 // where hook seconds are chosen, in steps a team would round a sleep to; above 60 s only +Inf is needed.
 const DRAIN_BUCKETS = [0.5, 1, 2, 3, 5, 10, 15, 20, 25, 30, 45, 60];
-// Proxied requests: from a few milliseconds to the proxy's 60 s response timeout, one bucket per decade and a half.
+// Proxied requests: from a few milliseconds to the proxy's default 60 s timeout, one bucket per decade and a half.
 const REQUEST_BUCKETS = [0.005, 0.025, 0.1, 0.25, 1, 2.5, 10, 60];
 
 export const PROXY_CODES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'aborted'] as const;
