@@ -234,7 +234,6 @@ export class DrainProxy {
 
     let upstream: Dispatcher.DispatchController | undefined;
     let answered: ProxyCode = '5xx';
-    let clientGone = false;
     let timer: NodeJS.Timeout | undefined;
     if (body) {
       // An upload may take long, but not stall: silence from the client ends it (as the client going away). The bound
@@ -262,7 +261,8 @@ export class DrainProxy {
       {
         onRequestStart: (controller) => {
           upstream = controller;
-          if (clientGone) controller.abort(new Error('client gone'));
+          // Finished before it reached the app: the client went away while the request waited for a connection.
+          if (done) controller.abort(new Error('client gone'));
         },
         onResponseStart: (_controller, status, headers, statusMessage) => {
           // Informational answers (103 Early Hints) are the app's business with this hop; the final one is relayed.
@@ -309,7 +309,6 @@ export class DrainProxy {
       if (res.writableFinished) return finish(answered);
       clearTimeout(timer);
       finish('aborted');
-      clientGone = true;
       upstream?.abort(new Error('client gone'));
     });
   }
