@@ -9,6 +9,7 @@ import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
 import { connect, createServer as createTcpServer } from 'node:net';
+import { flood } from './lab.mjs';
 
 const [role, countArg] = process.argv.slice(2);
 const count = Number(countArg);
@@ -26,14 +27,8 @@ if (role === 'crowd') {
   // Another pod's sockets on the same node: count connections to a listener in this namespace, both ends here.
   const server = createTcpServer((s) => s.on('error', () => undefined));
   await new Promise((r) => server.listen(7000, '127.0.0.1', r));
-  for (let i = 0; i < count; i += 500) {
-    await Promise.all(
-      Array.from(
-        { length: Math.min(500, count - i) },
-        () => new Promise((resolve, reject) => connect(7000, '127.0.0.1', resolve).on('error', reject)),
-      ),
-    );
-  }
+  const sockets = await flood(7000, count);
+  if (sockets.some((s) => s.destroyed)) throw new Error('crowd: not every connection was made');
   process.send('ready');
 } else if (role === 'app') {
   const server = createServer((_req, res) => res.end('ok'));
