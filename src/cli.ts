@@ -1,27 +1,25 @@
 // The `inject` and `check` subcommands: read Kubernetes manifests (files, directories, or - for stdin; YAML streams,
-// `kind: List`, JSON), find every pod template, and apply the injection core (src/inject.ts). Output keeps what it does
-// not change: a document without an edit is written back byte for byte, and an edited YAML document keeps its comments,
-// key order and formatting outside the edit (the yaml package's Document API), so a diff shows only the injection.
+// `kind: List`, JSON), find every pod template, and apply the injection core (src/inject.ts). The edits are spliced into
+// the source text (src/manifest.ts), so a document without an edit is written back byte for byte and an edited one
+// changes only where the sidecar goes in; what would not read back as intended is refused, and nothing is written then.
 
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { Composer, type Document, Parser } from 'yaml';
+import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import {
   check,
-  type Edit,
   type Finding,
   IMAGE,
   type InjectOptions,
   inject,
   type Mode,
-  PROXY_PORT,
   proxyServiceEdits,
   type ServiceInfo,
   type Workload,
 } from './inject.js';
+import { applyToObject, type Edit, editSource, InputError, type Path, parseSource, type Source, verify } from './manifest.js';
 
 export interface CliIo {
-  stdin: () => string;
+  stdin: () => Buffer;
   out: (text: string) => void;
   err: (text: string) => void;
 }
@@ -30,12 +28,10 @@ export interface CliIo {
 const EXIT_FINDINGS = 1;
 const EXIT_USAGE = 2;
 
-const YAML_OPTIONS = { lineWidth: 0 } as const;
 const MANIFEST = /\.(ya?ml|json)$/;
 
 class UsageError extends Error {}
 
-type Path = (string | number)[];
 type Json = Record<string, unknown>;
 
 /** A pod template found in a document: where it is, and the workload it belongs to. */
@@ -66,6 +62,7 @@ function podTemplates(obj: unknown, base: Path = []): Found[] {
   if (!templatePath) return [];
   const template = get(o, templatePath) as Workload['template'] | undefined;
   if (!template || !Array.isArray(template.spec?.containers)) return [];
+  if (!template.spec.containers.every((c) => c !== null && typeof c === 'object')) return [];
   const minReady = get(o, ['spec', 'minReadySeconds']);
   return [
     {
@@ -75,26 +72,22 @@ function podTemplates(obj: unknown, base: Path = []): Found[] {
   ];
 }
 
-function services(
-  objects: unknown[],
-): (ServiceInfo & { path: Path; doc: number; ports?: { targetPort?: number | string; port?: number }[] })[] {
+/** The Services of an input, with where each is (document and path) for the proxy's targetPort edit. */
+function services(objects: unknown[]): (ServiceInfo & { path: Path; doc: number })[] {
   return objects.flatMap((obj, doc) => {
     const items =
-      (obj as Json)?.kind === 'List'
+      (obj as Json)?.kind === 'List' && Array.isArray((obj as Json).items)
         ? ((obj as Json).items as unknown[]).map((it, i) => [it, ['items', i]] as const)
         : [[obj, []] as const];
     return items
       .filter(([it]) => (it as Json)?.kind === 'Service')
       .map(([it, path]) => {
-        const s = it as {
-          metadata?: { name?: string; annotations?: Record<string, string> };
-          spec?: { selector?: Record<string, string>; ports?: [] };
-        };
+        const s = it as { metadata?: { name?: string; annotations?: Record<string, string> }; spec?: ServiceInfo };
         return {
           name: s.metadata?.name ?? '',
           annotations: s.metadata?.annotations,
           selector: s.spec?.selector,
-          ports: s.spec?.ports,
+          ports: Array.isArray(s.spec?.ports) ? s.spec.ports : [],
           path: [...path],
           doc,
         };
@@ -102,101 +95,19 @@ function services(
   });
 }
 
-/** One input: its name and text, split into documents that can be edited and written back. */
-interface Input {
-  name: string;
-  text: string;
-  json: boolean;
-  /** Plain objects, one per document. */
-  objects: unknown[];
-  /** YAML only: the documents and the source text of each. */
-  docs?: Document[];
-  segments?: string[];
-}
+// Invalid UTF-8 (or UTF-16) would come back as U+FFFD and change bytes the edit never touched; a BOM is kept.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-function parseInput(name: string, text: string): Input {
-  const json = name.endsWith('.json') || /^\s*[[{]/.test(text);
-  if (json) {
-    try {
-      return { name, text, json, objects: [JSON.parse(text)] };
-    } catch (err) {
-      throw new UsageError(`${name}: not valid JSON: ${(err as Error).message}`);
-    }
-  }
-  const tokens = [...new Parser().parse(text)];
-  const docs = [...new Composer().compose(tokens)];
-  const bad = docs.find((d) => d.errors.length > 0);
-  if (bad) throw new UsageError(`${name}: not valid YAML: ${bad.errors[0]?.message}`);
-  const starts = tokens.filter((t) => t.type === 'document').map((t) => t.offset);
-  starts[0] = 0;
-  const segments = starts.map((start, i) => text.slice(start, starts[i + 1] ?? text.length));
-  return { name, text, json, objects: docs.map((d) => d.toJS()), docs, segments };
-}
-
-function applyToObject(root: unknown, base: Path, edits: Edit[]): void {
-  for (const e of edits) {
-    const path = [...base, ...e.path];
-    const parent = get(root, path.slice(0, -1)) as Json | unknown[];
-    const key = path.at(-1) as string | number;
-    if (Array.isArray(parent) && e.op === 'add') parent.splice(key as number, 0, structuredClone(e.value));
-    else (parent as Json)[key] = structuredClone(e.value);
+function decode(name: string, bytes: Buffer): string {
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    throw new UsageError(`${name}: not UTF-8 text; inject reads and writes UTF-8 only`);
   }
 }
 
-function applyToDocument(doc: Document, base: Path, edits: Edit[]): void {
-  for (const e of edits) {
-    const path = [...base, ...e.path];
-    const last = path.at(-1);
-    if (e.op === 'add' && typeof last === 'number') doc.addIn(path.slice(0, -1), doc.createNode(e.value));
-    else doc.setIn(path, doc.createNode(e.value));
-  }
-}
-
-/**
- * A re-rendered document with every line that the edit did not touch taken from the source as it was: the yaml package
- * keeps comments, key order and styles, but not spacing (`a:   1  # note` comes back `a: 1 # note`). Lines are matched
- * by a longest common subsequence on their text without whitespace.
- */
-export function keepSourceLines(source: string, rendered: string): string {
-  const a = source.split('\n');
-  const b = rendered.split('\n');
-  const key = (line: string) => line.replace(/\s+/g, '');
-  const ka = a.map(key);
-  const kb = b.map(key);
-  // lcs(i, j): the longest common subsequence of a[i..] and b[j..].
-  const width = b.length + 1;
-  const table = new Uint32Array((a.length + 1) * width);
-  const lcs = (i: number, j: number) => table[i * width + j] as number;
-  for (let i = a.length - 1; i >= 0; i--) {
-    for (let j = b.length - 1; j >= 0; j--) {
-      table[i * width + j] = ka[i] === kb[j] ? lcs(i + 1, j + 1) + 1 : Math.max(lcs(i + 1, j), lcs(i, j + 1));
-    }
-  }
-  const out: string[] = [];
-  let i = 0;
-  let j = 0;
-  while (j < b.length) {
-    if (i < a.length && ka[i] === kb[j]) {
-      out.push(a[i++] as string);
-      j++;
-    } else if (i < a.length && lcs(i + 1, j) >= lcs(i, j + 1)) i++;
-    else out.push(b[j++] as string);
-  }
-  return out.join('\n');
-}
-
-/** The input written back: unchanged documents as they were read, changed ones rendered anew. */
-function render(input: Input, changed: Set<number>): string {
-  if (changed.size === 0) return input.text;
-  const { docs, segments } = input;
-  if (!docs || !segments) return `${JSON.stringify(input.objects[0], null, 2)}\n`;
-  return segments
-    .map((seg, i) => (changed.has(i) ? keepSourceLines(seg, (docs[i] as Document).toString(YAML_OPTIONS)) : seg))
-    .join('');
-}
-
-/** Files named on the command line, directories walked for *.yaml, *.yml and *.json, `-` for stdin. */
-function readInputs(paths: string[], io: CliIo): Input[] {
+/** Files named on the command line, directories walked for *.yaml, *.yml and *.json, `-` for stdin; all read first. */
+function readInputs(paths: string[], io: CliIo): Source[] {
   if (paths.length === 0) throw new UsageError('no input: give files, directories, or - for stdin');
   const files: string[] = [];
   const walk = (p: string): void => {
@@ -217,7 +128,28 @@ function readInputs(paths: string[], io: CliIo): Input[] {
       }
     }
   }
-  return files.map((f) => parseInput(f === '-' ? '(stdin)' : f, f === '-' ? io.stdin() : readFileSync(f, 'utf8')));
+  return files.map((f) => {
+    const name = f === '-' ? '(stdin)' : f;
+    let bytes: Buffer;
+    try {
+      bytes = f === '-' ? io.stdin() : readFileSync(f);
+    } catch {
+      throw new UsageError(`${name}: cannot be read`);
+    }
+    return parseSource(name, decode(name, bytes));
+  });
+}
+
+/** Writes a file whole or not at all: a temporary file beside it, then a rename; the file's mode is kept. */
+function writeAtomically(file: string, text: string): void {
+  const temporary = join(dirname(file), `.${basename(file)}.drain-sidecar-${process.pid}.tmp`);
+  try {
+    writeFileSync(temporary, text, { mode: statSync(file).mode & 0o7777, flush: true });
+    renameSync(temporary, file);
+  } catch (err) {
+    rmSync(temporary, { force: true });
+    throw new UsageError(`${file}: cannot be written (${(err as NodeJS.ErrnoException).code ?? 'error'}); it is left as it was`);
+  }
 }
 
 interface Flags {
@@ -296,53 +228,89 @@ function injectOptions(flags: Flags): InjectOptions {
 const findingLine = (f: Finding): string =>
   `${f.severity.padEnd(7)} ${f.workload}${f.container ? ` container ${f.container}` : ''}: ${f.message}${f.fix ? `; ${f.fix}` : ''}\n`;
 
+/** One input after inject: its new text, or undefined where an edit could not be made as intended. */
+interface Injected {
+  source: Source;
+  text: string | undefined;
+  changed: boolean;
+}
+
+function injectSource(source: Source, options: InjectOptions, io: CliIo): { result: Injected; refused: boolean } {
+  let refused = false;
+  const svc = services(source.objects);
+  const intended = structuredClone(source.objects);
+  const edits = new Map<number, { base: Path; edits: Edit[] }[]>();
+  const record = (doc: number, base: Path, list: Edit[]) => {
+    edits.set(doc, [...(edits.get(doc) ?? []), { base, edits: list }]);
+    applyToObject(intended[doc], base, list);
+  };
+  source.objects.forEach((obj, docIndex) => {
+    for (const found of podTemplates(obj)) {
+      const result = inject(found.workload, options, svc);
+      const id = `${found.workload.kind}/${found.workload.name}`;
+      for (const f of result.findings) io.err(findingLine(f));
+      if (result.outcome === 'refused') refused = true;
+      if (result.outcome !== 'injected' && result.outcome !== 'unchanged') continue;
+      const d = result.derived;
+      io.err(
+        result.outcome === 'injected'
+          ? `injected ${id}: ${d.mode === 'proxy' ? 'proxy mode, ' : ''}hook ${d.mode === 'sleep' ? '/sleep' : '/drain'} ${d.hookSeconds} s, grace period ${d.grace} s, app ports ${d.ports.join(',')}${d.sidecarPort === 9555 ? '' : `, sidecar port ${d.sidecarPort}`}\n`
+          : `unchanged ${id}: already injected\n`,
+      );
+      if (result.edits.length > 0) record(docIndex, found.templatePath, result.edits);
+      if (d.mode !== 'proxy') continue;
+      const matching = svc.flatMap((s) => proxyServiceEdits(s, found.workload, d).map((e) => ({ s, e })));
+      for (const { s, e } of matching) {
+        record(s.doc, s.path, [e]);
+        io.err(`moved Service/${s.name} to the proxy port ${e.value}\n`);
+      }
+      if (matching.length === 0) {
+        io.err(`info    ${id}: no Service selecting it in this input; point its Service's targetPort at ${d.proxyPort}\n`);
+      }
+    }
+  });
+  if (edits.size === 0) return { result: { source, text: source.text, changed: false }, refused };
+  try {
+    const text = editSource(source, edits);
+    verify(source.name, text, intended);
+    return { result: { source, text, changed: true }, refused };
+  } catch (err) {
+    if (!(err instanceof InputError)) throw err;
+    io.err(`drain-sidecar inject: ${err.message}\n`);
+    return { result: { source, text: undefined, changed: false }, refused };
+  }
+}
+
 function runInject(argv: string[], io: CliIo): number {
   const flags = readFlags(argv, ['--mode', '--sleep', '--image', '--port'], ['--regular', '--replace-hooks', '--in-place']);
   const options = injectOptions(flags);
-  const inputs = readInputs(flags.positional, io);
-  let failed = false;
-  for (const input of inputs) {
-    const changed = new Set<number>();
-    const svc = services(input.objects);
-    input.objects.forEach((obj, docIndex) => {
-      for (const found of podTemplates(obj)) {
-        const result = inject(found.workload, options);
-        const id = `${found.workload.kind}/${found.workload.name}`;
-        for (const f of result.findings) io.err(findingLine(f));
-        if (result.outcome === 'refused') failed = true;
-        if (result.outcome !== 'injected' && result.outcome !== 'unchanged') continue;
-        const d = result.derived;
-        io.err(
-          result.outcome === 'injected'
-            ? `injected ${id}: ${d.mode === 'proxy' ? 'proxy mode, ' : ''}hook ${d.mode === 'sleep' ? '/sleep' : '/drain'} ${d.hookSeconds} s, grace period ${d.grace} s, app ports ${d.ports.join(',') || '(none)'}\n`
-            : `unchanged ${id}: already injected\n`,
-        );
-        if (result.edits.length > 0) {
-          applyToObject(obj, found.templatePath, result.edits);
-          if (input.docs) applyToDocument(input.docs[docIndex] as Document, found.templatePath, result.edits);
-          changed.add(docIndex);
-        }
-        if (d.mode === 'proxy') {
-          const matching = svc.flatMap((s) => proxyServiceEdits(s, found.workload, d.ports[0] as number).map((e) => ({ s, e })));
-          for (const { s, e } of matching) {
-            applyToObject(input.objects[s.doc], s.path, [e]);
-            if (input.docs) applyToDocument(input.docs[s.doc] as Document, s.path, [e]);
-            changed.add(s.doc);
-            io.err(`moved Service/${s.name} to the proxy port ${e.value}\n`);
-          }
-          if (matching.length === 0) {
-            io.err(`info    ${id}: no Service selecting it in this input; point its Service's targetPort at ${PROXY_PORT}\n`);
-          }
-        }
-      }
+  const inPlace = flags.switches.has('--in-place');
+  const sources = readInputs(flags.positional, io);
+  if (inPlace && sources.some((s) => s.name === '(stdin)')) throw new UsageError('--in-place rewrites files; stdin is none');
+  let refused = false;
+  const results = sources.map((source) => {
+    const r = injectSource(source, options, io);
+    refused ||= r.refused;
+    return r.result;
+  });
+  const broken = results.filter((r) => r.text === undefined);
+  if (inPlace) {
+    // All or nothing: one input that cannot be edited as intended, and no file is written.
+    if (broken.length > 0) {
+      io.err(`drain-sidecar inject: ${broken.length} file${broken.length > 1 ? 's' : ''} could not be edited; no file written\n`);
+      return EXIT_USAGE;
+    }
+    for (const r of results) if (r.changed) writeAtomically(r.source.name, r.text as string);
+  } else {
+    const printed = results.filter((r) => r.text !== undefined);
+    printed.forEach((r, i) => {
+      const text = r.text as string;
+      io.out(text.endsWith('\n') || text === '' ? text : `${text}\n`);
+      if (i < printed.length - 1 && !r.source.json) io.out('---\n');
     });
-    const output = render(input, changed);
-    if (flags.switches.has('--in-place') && input.name !== '(stdin)') {
-      if (changed.size > 0) writeFileSync(input.name, output);
-    } else io.out(output.endsWith('\n') || output === '' ? output : `${output}\n`);
-    if (!flags.switches.has('--in-place') && inputs.length > 1 && !input.json && input !== inputs.at(-1)) io.out('---\n');
   }
-  return failed ? EXIT_FINDINGS : 0;
+  if (broken.length > 0) return EXIT_USAGE;
+  return refused ? EXIT_FINDINGS : 0;
 }
 
 function runCheck(argv: string[], io: CliIo): number {
@@ -375,7 +343,7 @@ export function runSubcommand(name: keyof typeof SUBCOMMANDS, argv: string[], io
   try {
     return sub.run(argv, io);
   } catch (err) {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError || err instanceof InputError) {
       io.err(`drain-sidecar ${name}: ${err.message}\n`);
       return EXIT_USAGE;
     }

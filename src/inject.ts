@@ -2,12 +2,17 @@
 // from a pod template to the edits that add the sidecar and its hooks, and to the findings about its drain settings.
 // No I/O. Every setting is derived from the pod spec, so no number is typed twice:
 //   DRAIN_GRACE_PERIOD_SECONDS  = terminationGracePeriodSeconds (30 when unset, as the API server defaults it)
-//   DRAIN_APP_PORTS             = the app containers' TCP container ports
-//   the hook's seconds          = --sleep, else min(20, grace period - 10): the app keeps 10 s for its own shutdown.
+//   DRAIN_APP_PORTS             = the ports a Service in the input targets for the pod; else the app containers' TCP
+//                                 ports, minus those that serve metrics or admin and minus a mesh proxy's
+//   the hook's seconds          = --sleep, else min(20, max(5, grace period - 10)): the app keeps 10 s for its own
+//                                 shutdown where the grace period allows, and never less than 5 s.
 
 import pkg from '../package.json' with { type: 'json' };
-import { parseConfig } from './config.js';
+import { MAX_APP_PORTS, parseConfig } from './config.js';
+import type { Edit } from './manifest.js';
 import { hookHoldSeconds } from './params.js';
+
+export type { Edit } from './manifest.js';
 
 /**
  * The image `inject` and the webhook add, unless --image says otherwise: package.json's `image` at its `version`, the
@@ -15,8 +20,9 @@ import { hookHoldSeconds } from './params.js';
  */
 export const IMAGE = `${pkg.image}:${pkg.version}`;
 export const SIDECAR_NAME = 'drain-sidecar';
+/** The sidecar's port, unless a container of the pod uses it: then the first free one above. */
 export const SIDECAR_PORT = 9555;
-/** The port the sidecar's proxy listens on in proxy mode; the Service's targetPort moves to it. */
+/** The port the sidecar's proxy listens on in proxy mode, unless the app uses it; the Service's targetPort moves to it. */
 export const PROXY_PORT = 9556;
 export const ANNOTATION = 'drain-sidecar.dev';
 export const MONITORING_LABEL = 'drain-sidecar/enabled';
@@ -27,6 +33,10 @@ const DEFAULT_HOOK_SECONDS = 20;
 // What the default rule leaves the app for its own shutdown after the hook, and the least any hook may leave it.
 const APP_SHUTDOWN_SECONDS = 10;
 export const MIN_APP_SHUTDOWN_SECONDS = 5;
+// A shorter hook ends before any cloud load balancer has let go of the pod (they take 5-30 s): it protects nothing.
+export const MIN_HOOK_SECONDS = 5;
+// The sidecar's own bound on every duration (config.ts).
+const MAX_GRACE_SECONDS = 43_200;
 // GKE Spot and preemptible nodes give pods 25 s between the node's notice and its shutdown.
 const SPOT_GRACE_SECONDS = 25;
 
@@ -40,13 +50,6 @@ export interface Finding {
   container?: string;
   message: string;
   fix: string;
-}
-
-/** One edit of the pod template (its metadata and spec), at a path of keys and indices (JSON Patch without the string form). */
-export interface Edit {
-  op: 'add' | 'replace';
-  path: (string | number)[];
-  value: unknown;
 }
 
 export interface InjectOptions {
@@ -89,11 +92,18 @@ export interface Container {
   name: string;
   image?: string;
   restartPolicy?: string;
-  ports?: { name?: string; containerPort: number; protocol?: string }[];
+  ports?: ContainerPort[];
   env?: { name: string; value?: string }[];
   lifecycle?: { preStop?: Handler; postStart?: Handler };
   readinessProbe?: unknown;
   [key: string]: unknown;
+}
+
+export interface ContainerPort {
+  name?: string;
+  containerPort: number;
+  protocol?: string;
+  appProtocol?: string;
 }
 
 export interface Handler {
@@ -104,6 +114,22 @@ export interface Handler {
 }
 
 const BATCH_KINDS = new Set(['Job', 'CronJob']);
+// Mesh proxies, by the container names their injectors give them: never an app container, never hooked.
+const MESH_PROXIES = { istio: 'istio-proxy', linkerd: 'linkerd-proxy' } as const;
+export type Mesh = keyof typeof MESH_PROXIES;
+/**
+ * The annotation each mesh reads for inbound ports its proxy must not capture. The kubelet's hook is plain HTTP to the
+ * pod IP: captured, it fails under strict mTLS, and the kubelet then sends SIGTERM at once.
+ */
+export const MESH_EXCLUDE_ANNOTATIONS: Record<Mesh, string> = {
+  istio: 'traffic.sidecar.istio.io/excludeInboundPorts',
+  linkerd: 'config.linkerd.io/skip-inbound-ports',
+};
+// A port by this name serves scrapes or operators, not the traffic a load balancer sends: not an app port.
+const NOT_TRAFFIC_PORT_NAME = /metrics|prom|admin/i;
+// Protocols the proxy does not forward (it speaks HTTP/1.1), by the `protocol[-suffix]` port names meshes use and by
+// appProtocol (`grpc`, `kubernetes.io/h2c`).
+const NOT_HTTP1 = /^(?:[\w.-]+\/)?(grpc|http2|h2c|tcp|tls|redis|mongo|mongodb|mysql|postgres|postgresql)(?:-|$)/i;
 
 const annotation = (t: PodTemplate, key: string): string | undefined => t.metadata?.annotations?.[`${ANNOTATION}/${key}`];
 
@@ -114,13 +140,21 @@ function sidecarOf(spec: PodSpec): { container: Container; native: boolean } | u
   return regular && { container: regular, native: false };
 }
 
-const appContainers = (spec: PodSpec) => spec.containers.filter((c) => c.name !== SIDECAR_NAME);
+const isMeshProxy = (c: Container): boolean => Object.values(MESH_PROXIES).includes(c.name as never);
+const appContainers = (spec: PodSpec) => spec.containers.filter((c) => c.name !== SIDECAR_NAME && !isMeshProxy(c));
+const tcpPorts = (c: Container) => (c.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP');
 
-function appPorts(spec: PodSpec): number[] {
-  const ports = appContainers(spec).flatMap((c) =>
-    (c.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP').map((p) => p.containerPort),
-  );
-  return [...new Set(ports)];
+/** The meshes a pod is part of: their proxy is in it, or their injector has been asked to add one. */
+export function meshesOf(t: PodTemplate): Mesh[] {
+  const all = [...(t.spec.initContainers ?? []), ...t.spec.containers];
+  const a = t.metadata?.annotations ?? {};
+  const l = t.metadata?.labels ?? {};
+  const meshes: Mesh[] = [];
+  if (all.some((c) => c.name === MESH_PROXIES.istio) || a['sidecar.istio.io/status'] || l['sidecar.istio.io/inject'] === 'true')
+    meshes.push('istio');
+  if (all.some((c) => c.name === MESH_PROXIES.linkerd) || ['enabled', 'ingress'].includes(a['linkerd.io/inject'] ?? ''))
+    meshes.push('linkerd');
+  return meshes;
 }
 
 /** What a preStop handler does, in the words of a finding. */
@@ -133,16 +167,91 @@ function describeHandler(h: Handler): string {
 const callsSidecar = (h: Handler | undefined): boolean =>
   h?.httpGet !== undefined && h.httpGet.host === undefined && /^\/+(sleep|drain)(\?|$)/.test(h.httpGet.path ?? '');
 
+export interface ServicePort {
+  name?: string;
+  port?: number;
+  targetPort?: number | string;
+  protocol?: string;
+  appProtocol?: string;
+}
+
+export interface ServiceInfo {
+  name: string;
+  annotations?: Record<string, string>;
+  selector?: Record<string, string>;
+  ports?: ServicePort[];
+}
+
+const selects = (s: ServiceInfo, labels: Record<string, string> = {}): boolean =>
+  s.selector !== undefined && Object.keys(s.selector).length > 0 && Object.entries(s.selector).every(([k, v]) => labels[k] === v);
+
+/** A Service port's target as a container port of the pod: a number, or a name resolved among the app containers. */
+function targetOf(p: ServicePort, spec: PodSpec): ContainerPort | undefined {
+  const target = p.targetPort ?? p.port;
+  const ports = appContainers(spec).flatMap(tcpPorts);
+  if (typeof target === 'number') return ports.find((c) => c.containerPort === target) ?? { containerPort: target };
+  return ports.find((c) => c.name === target);
+}
+
+/** The TCP ports that carry the pod's traffic, with the declarations that name their protocol, and where they came from. */
+function trafficPorts(w: Workload, services: ServiceInfo[]): { ports: ContainerPort[]; from: string } {
+  const { spec } = w.template;
+  const targeted = services
+    .filter((s) => selects(s, w.template.metadata?.labels))
+    .flatMap((s) =>
+      (s.ports ?? [])
+        .filter((p) => (p.protocol ?? 'TCP') === 'TCP')
+        .flatMap((p) => {
+          const target = targetOf(p, spec);
+          return target ? [{ ...target, appProtocol: target.appProtocol ?? p.appProtocol, name: target.name ?? p.name }] : [];
+        }),
+    );
+  if (targeted.length > 0) return { ports: targeted, from: 'the Service that selects it' };
+  const scraped = w.template.metadata?.annotations?.['prometheus.io/port'];
+  const ports = appContainers(spec)
+    .flatMap(tcpPorts)
+    .filter((p) => !NOT_TRAFFIC_PORT_NAME.test(p.name ?? '') && String(p.containerPort) !== scraped);
+  return { ports, from: "the app containers' ports" };
+}
+
+const unique = (ports: number[]) => [...new Set(ports)];
+
+/** The app ports of a pod: its annotation, else the ports its traffic comes to. */
+export function appPortsOf(w: Workload, services: ServiceInfo[] = []): number[] | undefined {
+  const given = annotation(w.template, 'app-ports');
+  if (given !== undefined) {
+    const ports = given.split(',').map((p) => Number(p.trim()));
+    return ports.every((p) => Number.isInteger(p) && p >= 1 && p <= 65535) ? unique(ports) : undefined;
+  }
+  return unique(trafficPorts(w, services).ports.map((p) => p.containerPort));
+}
+
+/** Every port a container of the pod declares, the sidecar's own excepted: none of them is free for the sidecar. */
+const usedPorts = (spec: PodSpec): Set<number> =>
+  new Set(
+    [...(spec.initContainers ?? []), ...spec.containers]
+      .filter((c) => c.name !== SIDECAR_NAME)
+      .flatMap((c) => (c.ports ?? []).map((p) => p.containerPort)),
+  );
+
+/** The wanted port if no container uses it, else the first free one above it. */
+function freePort(wanted: number, used: Set<number>): number {
+  let port = wanted;
+  while (used.has(port)) port++;
+  return port;
+}
+
 export interface Derived {
   grace: number;
   ports: number[];
   hookSeconds: number;
   mode: Mode;
   sidecarPort: number;
+  proxyPort: number;
 }
 
 /** The settings for a pod, from its spec, annotations and the options; or the finding that says why there are none. */
-export function derive(w: Workload, o: InjectOptions): Derived | Finding {
+export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = []): Derived | Finding {
   const id = `${w.kind}/${w.name}`;
   const { spec } = w.template;
   const grace = spec.terminationGracePeriodSeconds ?? DEFAULT_GRACE_SECONDS;
@@ -151,16 +260,34 @@ export function derive(w: Workload, o: InjectOptions): Derived | Finding {
   if (!['sleep', 'drain', 'proxy'].includes(mode)) {
     return fail(`annotation ${ANNOTATION}/mode is ${JSON.stringify(mode)}`, 'use sleep, drain or proxy');
   }
-  const portsAnnotation = annotation(w.template, 'app-ports');
-  const ports = portsAnnotation === undefined ? appPorts(spec) : portsAnnotation.split(',').map((p) => Number(p.trim()));
-  if (ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) {
-    return fail(`annotation ${ANNOTATION}/app-ports is ${JSON.stringify(portsAnnotation)}`, 'give comma-separated port numbers');
-  }
-  if (mode === 'proxy' && ports.length !== 1) {
+  const ports = appPortsOf(w, services);
+  if (ports === undefined) {
     return fail(
-      `proxy mode forwards to one app port; the pod has ${ports.length}`,
-      `name the port with the annotation ${ANNOTATION}/app-ports`,
+      `annotation ${ANNOTATION}/app-ports is ${JSON.stringify(annotation(w.template, 'app-ports'))}`,
+      'give comma-separated port numbers',
     );
+  }
+  if (ports.length > MAX_APP_PORTS) {
+    return fail(
+      `the pod has ${ports.length} app ports; the sidecar watches at most ${MAX_APP_PORTS}`,
+      `name the ports that take traffic with the annotation ${ANNOTATION}/app-ports`,
+    );
+  }
+  if (mode === 'proxy') {
+    if (ports.length !== 1) {
+      return fail(
+        `proxy mode forwards to one app port; the pod has ${ports.length}`,
+        `name the port with the annotation ${ANNOTATION}/app-ports`,
+      );
+    }
+    const declared = trafficPorts(w, services).ports.filter((p) => p.containerPort === ports[0]);
+    const other = declared.find((p) => NOT_HTTP1.test(p.appProtocol ?? '') || NOT_HTTP1.test(p.name ?? ''));
+    if (other) {
+      return fail(
+        `proxy mode forwards HTTP/1.1, and port ${ports[0]} is declared ${other.appProtocol ? `with appProtocol ${other.appProtocol}` : `as ${other.name}`}`,
+        'use --mode sleep or drain, which watch any TCP traffic',
+      );
+    }
   }
   if (spec.hostNetwork && o.port === undefined) {
     return fail(
@@ -168,20 +295,45 @@ export function derive(w: Workload, o: InjectOptions): Derived | Finding {
       'give the sidecar a port free on every node with --port, or run the pod without hostNetwork',
     );
   }
-  const sidecarPort = o.port ?? SIDECAR_PORT;
+  const used = usedPorts(spec);
+  if (o.port !== undefined && used.has(o.port)) {
+    return fail(`a container of the pod already uses port ${o.port}`, 'give the sidecar another --port');
+  }
+  // 9556 stays the proxy's where it is free.
+  const sidecarPort = o.port ?? freePort(SIDECAR_PORT, new Set([...used, PROXY_PORT]));
+  const proxyPort = freePort(PROXY_PORT, new Set([...used, sidecarPort]));
+  if (grace > MAX_GRACE_SECONDS) {
+    return fail(
+      `terminationGracePeriodSeconds is ${grace}; the sidecar bounds every wait to ${MAX_GRACE_SECONDS} s`,
+      `set it to ${MAX_GRACE_SECONDS} or less`,
+    );
+  }
   const sleepAnnotation = annotation(w.template, 'sleep-seconds');
   const asked = sleepAnnotation === undefined ? o.sleepSeconds : Number(sleepAnnotation);
   if (asked !== undefined && !(asked >= 0)) {
     return fail(`annotation ${ANNOTATION}/sleep-seconds is ${JSON.stringify(sleepAnnotation)}`, 'give a number of seconds');
   }
-  const hookSeconds = asked ?? Math.min(DEFAULT_HOOK_SECONDS, grace - APP_SHUTDOWN_SECONDS);
-  if (hookSeconds < 1 || hookSeconds + MIN_APP_SHUTDOWN_SECONDS > grace) {
+  const shorter = `--sleep or ${ANNOTATION}/sleep-seconds`;
+  if (asked !== undefined && asked < MIN_HOOK_SECONDS) {
     return fail(
-      `a ${hookSeconds} s hook leaves the app ${grace - hookSeconds} s of the ${grace} s grace period`,
-      `set terminationGracePeriodSeconds to at least ${Math.max(hookSeconds, 1) + MIN_APP_SHUTDOWN_SECONDS}, or a shorter hook with --sleep or ${ANNOTATION}/sleep-seconds`,
+      `a ${asked} s hook ends before a load balancer lets go of the pod`,
+      `give a hook of at least ${MIN_HOOK_SECONDS} s with ${shorter}`,
     );
   }
-  return { grace, ports, hookSeconds, mode, sidecarPort };
+  if (asked !== undefined && asked + MIN_APP_SHUTDOWN_SECONDS > grace) {
+    return fail(
+      `a ${asked} s hook leaves the app ${Math.max(0, grace - asked)} s of the ${grace} s grace period`,
+      `set terminationGracePeriodSeconds to at least ${asked + MIN_APP_SHUTDOWN_SECONDS}, or a shorter hook (at least ${MIN_HOOK_SECONDS} s) with ${shorter}`,
+    );
+  }
+  if (asked === undefined && grace < MIN_HOOK_SECONDS + MIN_APP_SHUTDOWN_SECONDS) {
+    return fail(
+      `a ${grace} s grace period has no room for a ${MIN_HOOK_SECONDS} s hook and ${MIN_APP_SHUTDOWN_SECONDS} s for the app's shutdown`,
+      `set terminationGracePeriodSeconds to at least ${MIN_HOOK_SECONDS + MIN_APP_SHUTDOWN_SECONDS}`,
+    );
+  }
+  const hookSeconds = asked ?? Math.min(DEFAULT_HOOK_SECONDS, Math.max(MIN_HOOK_SECONDS, grace - APP_SHUTDOWN_SECONDS));
+  return { grace, ports, hookSeconds, mode, sidecarPort, proxyPort };
 }
 
 const hookPath = (d: Derived): string => (d.mode === 'sleep' ? `/sleep?s=${d.hookSeconds}` : `/drain?max=${d.hookSeconds}`);
@@ -208,10 +360,10 @@ export function sidecarContainer(d: Derived, o: InjectOptions): Container {
   const ports = [{ name: 'drain', containerPort: d.sidecarPort }];
   if (d.mode === 'proxy') {
     env.push(
-      { name: 'DRAIN_PROXY_LISTEN', value: String(PROXY_PORT) },
+      { name: 'DRAIN_PROXY_LISTEN', value: String(d.proxyPort) },
       { name: 'DRAIN_PROXY_UPSTREAM', value: `127.0.0.1:${d.ports[0]}` },
     );
-    ports.push({ name: 'drain-proxy', containerPort: PROXY_PORT });
+    ports.push({ name: 'drain-proxy', containerPort: d.proxyPort });
   }
   return {
     name: SIDECAR_NAME,
@@ -249,28 +401,73 @@ export function optedOut(w: Workload): string | undefined {
   return undefined;
 }
 
+/** A comma-separated port list with the port in it: unchanged if it has it. */
+const withPort = (list: string | undefined, port: number): string => {
+  const items = (list ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  return items.includes(String(port)) ? (list as string) : [...items, String(port)].join(',');
+};
+
+/** The edits that give the template these labels and annotations, adding the maps where they are missing. */
+function metadataEdits(t: PodTemplate, wanted: { labels: Record<string, string>; annotations: Record<string, string> }): Edit[] {
+  const missing = (field: 'labels' | 'annotations') =>
+    Object.fromEntries(Object.entries(wanted[field]).filter(([k, v]) => t.metadata?.[field]?.[k] !== v));
+  const labels = missing('labels');
+  const annotations = missing('annotations');
+  const some = (m: Record<string, string>) => Object.keys(m).length > 0;
+  if (!t.metadata) {
+    return [
+      { op: 'add', path: ['metadata'], value: { ...(some(labels) && { labels }), ...(some(annotations) && { annotations }) } },
+    ];
+  }
+  const metadata = t.metadata;
+  return (['labels', 'annotations'] as const).flatMap((field): Edit[] => {
+    const entries = field === 'labels' ? labels : annotations;
+    if (!some(entries)) return [];
+    if (!metadata[field]) return [{ op: 'add', path: ['metadata', field], value: entries }];
+    return Object.entries(entries).map(([k, v]) => ({ op: 'add', path: ['metadata', field, k], value: v }));
+  });
+}
+
 /**
  * The edits that add the sidecar and its hooks to a pod template. Injecting an injected template gives no edit. A
- * preStop handler of another kind is a conflict: reported and left, unless replaceHooks.
+ * preStop handler of another kind is a conflict: reported and left, unless replaceHooks. services: the Services in the
+ * same input (the webhook has none), which say which ports carry the pod's traffic.
  */
-export function inject(w: Workload, o: InjectOptions): InjectResult {
+export function inject(w: Workload, o: InjectOptions, services: ServiceInfo[] = []): InjectResult {
   const id = `${w.kind}/${w.name}`;
-  const skip = optedOut(w);
-  if (skip)
-    return {
-      outcome: 'skipped',
-      edits: [],
-      findings: [{ severity: 'info', workload: id, message: `skipped: ${skip}`, fix: '' }],
-    };
-  const d = derive(w, o);
-  if ('severity' in d) return { outcome: 'refused', edits: [], findings: [d] };
-
+  const skip = (reason: string): InjectResult => ({
+    outcome: 'skipped',
+    edits: [],
+    findings: [{ severity: 'info', workload: id, message: `skipped: ${reason}`, fix: '' }],
+  });
+  const opted = optedOut(w);
+  if (opted) return skip(opted);
   const { spec } = w.template;
+  if (
+    annotation(w.template, 'app-ports') === undefined &&
+    !appContainers(spec).some((c) => (c.ports ?? []).length > 0) &&
+    !services.some((s) => selects(s, w.template.metadata?.labels))
+  ) {
+    return skip(
+      `no container declares a port and no Service in the input selects it, so it serves nothing to drain (declare the app's containerPort, or set the annotation ${ANNOTATION}/app-ports)`,
+    );
+  }
+  const d = derive(w, o, services);
+  if ('severity' in d) return { outcome: 'refused', edits: [], findings: [d] };
+  if (d.ports.length === 0) {
+    return skip(
+      `its ports serve metrics or admin only, so it serves no traffic to drain (set the annotation ${ANNOTATION}/app-ports to drain them)`,
+    );
+  }
+
   const edits: Edit[] = [];
   const findings: Finding[] = [];
   const hook: Handler = { httpGet: { port: d.sidecarPort, path: hookPath(d) } };
   spec.containers.forEach((c, i) => {
-    if (c.name === SIDECAR_NAME) return;
+    if (c.name === SIDECAR_NAME || isMeshProxy(c)) return;
     const existing = c.lifecycle?.preStop;
     if (existing && callsSidecar(existing) && existing.httpGet?.port === d.sidecarPort) return;
     if (existing && !o.replaceHooks) {
@@ -299,38 +496,57 @@ export function inject(w: Workload, o: InjectOptions): InjectResult {
         : { op: 'add', path: ['spec', list], value: [container] },
     );
   }
-  // The PodMonitor and the NetworkPolicy of k8s/monitoring select pods by this label.
-  const labels = w.template.metadata?.labels;
-  if (labels?.[MONITORING_LABEL] !== 'true') {
-    edits.push(
-      !w.template.metadata
-        ? { op: 'add', path: ['metadata'], value: { labels: { [MONITORING_LABEL]: 'true' } } }
-        : !labels
-          ? { op: 'add', path: ['metadata', 'labels'], value: { [MONITORING_LABEL]: 'true' } }
-          : { op: 'add', path: ['metadata', 'labels', MONITORING_LABEL], value: 'true' },
-    );
-  }
+  // The PodMonitor and the NetworkPolicy of k8s/monitoring select pods by the label. The mesh annotations are added to
+  // every pod: a namespace label can put it in a mesh at any time, and the webhook cannot see that label.
+  const current = w.template.metadata?.annotations ?? {};
+  const annotations = Object.fromEntries(
+    Object.values(MESH_EXCLUDE_ANNOTATIONS).map((key) => [key, withPort(current[key], d.sidecarPort)]),
+  );
+  edits.push(...metadataEdits(w.template, { labels: { [MONITORING_LABEL]: 'true' }, annotations }));
   return { outcome: edits.length > 0 ? 'injected' : 'unchanged', edits, findings, derived: d };
 }
-
-export interface ServiceInfo {
-  name: string;
-  annotations?: Record<string, string>;
-  selector?: Record<string, string>;
-}
-
-const selects = (s: ServiceInfo, labels: Record<string, string> = {}): boolean =>
-  s.selector !== undefined && Object.keys(s.selector).length > 0 && Object.entries(s.selector).every(([k, v]) => labels[k] === v);
 
 function isSpot(spec: PodSpec): boolean {
   const text = JSON.stringify([spec.nodeSelector ?? {}, spec.affinity ?? {}, spec.tolerations ?? []]);
   return /cloud\.google\.com\/gke-(spot|preemptible)|karpenter\.sh\/capacity-type.{0,40}spot/.test(text);
 }
 
+/** Seconds in a Go duration ("30s", "1m30s", "500ms"), as Istio's proxy config writes them. */
+function goDurationSeconds(text: string): number | undefined {
+  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)];
+  if (parts.length === 0) return undefined;
+  const unit = { ms: 0.001, s: 1, m: 60, h: 3600 } as const;
+  return parts.reduce((sum, [, n, u]) => sum + Number(n) * unit[u as keyof typeof unit], 0);
+}
+
+// How long each mesh's proxy, as a regular container, keeps serving after its SIGTERM, which it gets as the hooks start.
+function meshProxyServes(mesh: Mesh, a: Record<string, string>): { seconds: number; setting: string } {
+  if (mesh === 'istio') {
+    const drain = /terminationDrainDuration["']?\s*:\s*["']?([\dhms.]+)/.exec(a['proxy.istio.io/config'] ?? '')?.[1];
+    return {
+      seconds: (drain ? goDurationSeconds(drain) : undefined) ?? 5,
+      setting: `the annotation proxy.istio.io/config: '{"terminationDrainDuration": "<hook seconds>s"}', or Istio's native sidecar mode`,
+    };
+  }
+  const wait = Number(a['config.alpha.linkerd.io/proxy-wait-before-exit-seconds'] ?? 0);
+  return {
+    seconds: Number.isFinite(wait) ? wait : 0,
+    setting:
+      'the annotation config.alpha.linkerd.io/proxy-wait-before-exit-seconds: "<hook seconds>", or config.beta.linkerd.io/proxy-enable-native-sidecar: "true"',
+  };
+}
+
+/** How long an app container's preStop hook holds it, where that can be read off the spec. */
+function hookHolds(h: Handler | undefined, defaults: Parameters<typeof hookHoldSeconds>[1]): number | undefined {
+  if (callsSidecar(h)) return hookHoldSeconds(h?.httpGet?.path ?? '', defaults);
+  const sleep = (h?.sleep as { seconds?: unknown } | undefined)?.seconds;
+  return typeof sleep === 'number' ? sleep : undefined;
+}
+
 /**
  * Every finding about a pod template's drain, injected or written by hand: its hooks, the sidecar's settings against
- * the pod spec, probes, and the load balancer and node facts that decide how long a drain needs. services: the
- * Services in the same input, for the container-native load balancer rule.
+ * the pod spec, probes, meshes, and the load balancer and node facts that decide how long a drain needs. services: the
+ * Services in the same input.
  */
 export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
   const id = `${w.kind}/${w.name}`;
@@ -360,7 +576,8 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
   }
   for (const c of appContainers(spec)) {
     const hook = c.lifecycle?.preStop;
-    if (!c.readinessProbe) {
+    // A container that declares no port (a worker, an agent) takes no traffic a readiness probe would gate.
+    if (!c.readinessProbe && (c.ports ?? []).length > 0) {
       add('warning', 'has no readiness probe', 'add one, so a new pod takes traffic only once it can serve it', c.name);
     }
     if (!callsSidecar(hook)) {
@@ -395,7 +612,7 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
     if (seconds !== undefined && seconds + MIN_APP_SHUTDOWN_SECONDS > grace) {
       add(
         'error',
-        `its hook holds up to ${seconds} s, leaving the app ${grace - seconds} s of the ${grace} s grace period`,
+        `its hook holds up to ${seconds} s, leaving the app ${Math.max(0, grace - seconds)} s of the ${grace} s grace period`,
         `raise terminationGracePeriodSeconds to at least ${seconds + MIN_APP_SHUTDOWN_SECONDS}, or shorten the hook`,
         c.name,
       );
@@ -411,12 +628,13 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
         SIDECAR_NAME,
       );
     }
-    const missing = appPorts(spec).filter((p) => !config.appPorts.includes(p));
-    if (missing.length > 0 && annotation(w.template, 'app-ports') === undefined) {
+    const expected = appPortsOf(w, services) ?? [];
+    const missing = expected.filter((p) => !config.appPorts.includes(p));
+    if (missing.length > 0) {
       add(
         'warning',
         `app port${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not in DRAIN_APP_PORTS`,
-        `set DRAIN_APP_PORTS to ${appPorts(spec).join(',')}`,
+        `set DRAIN_APP_PORTS to ${expected.join(',')}`,
         SIDECAR_NAME,
       );
     }
@@ -426,6 +644,28 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
         'runs as a regular container',
         'on Kubernetes 1.29+ make it a native sidecar (an init container with restartPolicy: Always): it then outlives the app',
         SIDECAR_NAME,
+      );
+    }
+  }
+  const annotations = w.template.metadata?.annotations ?? {};
+  const holds = Math.max(0, ...appContainers(spec).map((c) => hookHolds(c.lifecycle?.preStop, hookDefaults) ?? 0));
+  for (const mesh of meshesOf(w.template)) {
+    const excluded = (annotations[MESH_EXCLUDE_ANNOTATIONS[mesh]] ?? '').split(',').map((p) => p.trim());
+    if (sidecar && !excluded.includes(String(sidecarPort))) {
+      add(
+        'error',
+        `the ${mesh} proxy captures the hook's port ${sidecarPort}: the kubelet's plain-HTTP hook fails under strict mTLS, and the kubelet then sends SIGTERM at once`,
+        `add ${sidecarPort} to the annotation ${MESH_EXCLUDE_ANNOTATIONS[mesh]} (drain-sidecar inject does), then let the mesh inject the pod anew`,
+      );
+    }
+    const proxy = spec.containers.find((c) => c.name === MESH_PROXIES[mesh]);
+    const serves = meshProxyServes(mesh, annotations);
+    if (proxy && holds > serves.seconds) {
+      add(
+        'warning',
+        `the ${mesh} proxy runs as a regular container and stops ${serves.seconds} s after the hooks start, while the app's hook holds ${holds} s: traffic through the mesh stops before the drain ends`,
+        `set ${serves.setting}`,
+        proxy.name,
       );
     }
   }
@@ -452,21 +692,11 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
 }
 
 /** Services whose selector matches the template and whose targetPort is the app port: the edits that move it to the proxy. */
-export function proxyServiceEdits(
-  service: ServiceInfo & { ports?: { targetPort?: number | string; port?: number }[] },
-  w: Workload,
-  appPort: number,
-): Edit[] {
+export function proxyServiceEdits(service: ServiceInfo, w: Workload, d: Derived): Edit[] {
   if (!selects(service, w.template.metadata?.labels)) return [];
-  const named = new Set(
-    appContainers(w.template.spec).flatMap((c) =>
-      (c.ports ?? []).filter((p) => p.containerPort === appPort && p.name).map((p) => p.name),
-    ),
+  return (service.ports ?? []).flatMap((p, i) =>
+    (p.protocol ?? 'TCP') === 'TCP' && targetOf(p, w.template.spec)?.containerPort === d.ports[0]
+      ? [{ op: 'replace' as const, path: ['spec', 'ports', i, 'targetPort'], value: d.proxyPort }]
+      : [],
   );
-  return (service.ports ?? []).flatMap((p, i) => {
-    const target = p.targetPort ?? p.port;
-    return target === appPort || (typeof target === 'string' && named.has(target))
-      ? [{ op: 'replace' as const, path: ['spec', 'ports', i, 'targetPort'], value: PROXY_PORT }]
-      : [];
-  });
 }

@@ -45,7 +45,7 @@ const SUBCOMMANDS = {
 async function subcommand(name: 'inject' | 'check', argv: string[]): Promise<never> {
   const { runSubcommand } = await import('./cli.js');
   const code = runSubcommand(name, argv, {
-    stdin: () => readFileSync(0, 'utf8'),
+    stdin: () => readFileSync(0),
     out: (text) => writeSync(1, text),
     err: (text) => writeSync(2, text),
   });

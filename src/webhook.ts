@@ -10,7 +10,7 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
-import { type Edit, IMAGE, type InjectOptions, inject, type Workload } from './inject.js';
+import { type Edit, IMAGE, type InjectOptions, inject, type ServiceInfo, type Workload } from './inject.js';
 import { exposition, METRIC_PREFIX } from './metrics.js';
 import { listen } from './server.js';
 
@@ -62,8 +62,11 @@ export interface ReviewAnswer {
   };
 }
 
-/** The answer to one AdmissionReview v1; throws ReviewError for one that is malformed. Pure. */
-export function review(body: unknown, options: InjectOptions): ReviewAnswer {
+/**
+ * The answer to one AdmissionReview v1; throws ReviewError for one that is malformed. Pure. services: the API server
+ * sends none, so the webhook passes none; tests give the Services `inject` saw, to compare the two on one input.
+ */
+export function review(body: unknown, options: InjectOptions, services: ServiceInfo[] = []): ReviewAnswer {
   const r = body as { apiVersion?: unknown; kind?: unknown; request?: AdmissionRequest };
   if (r?.apiVersion !== 'admission.k8s.io/v1' || r.kind !== 'AdmissionReview') {
     throw new ReviewError('expected an AdmissionReview of admission.k8s.io/v1');
@@ -93,7 +96,7 @@ export function review(body: unknown, options: InjectOptions): ReviewAnswer {
     template: { metadata, spec },
   };
   // A pod's own kind decides what it is; the owner's only names it (a Job's pod opts in like any other, by its label).
-  const result = inject({ ...workload, kind: 'Pod' }, options);
+  const result = inject({ ...workload, kind: 'Pod' }, options, services);
   const warnings = result.findings.map(
     (f) =>
       `drain-sidecar: ${workload.kind}/${workload.name}${f.container ? ` container ${f.container}` : ''}: ${f.message}${f.fix ? `; ${f.fix}` : ''}`,
