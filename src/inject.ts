@@ -519,20 +519,20 @@ function goDurationSeconds(text: string): number | undefined {
   return parts.reduce((sum, [, n, u]) => sum + Number(n) * unit[u as keyof typeof unit], 0);
 }
 
-// How long each mesh's proxy, as a regular container, keeps serving after its SIGTERM, which it gets as the hooks start.
-function meshProxyServes(mesh: Mesh, a: Record<string, string>): { seconds: number; setting: string } {
+// How long each mesh's proxy, as a regular container, keeps serving after its SIGTERM, which it gets as the hooks start,
+// and the setting that makes it serve `holds` seconds.
+function meshProxyServes(mesh: Mesh, a: Record<string, string>, holds: number): { seconds: number; setting: string } {
   if (mesh === 'istio') {
     const drain = /terminationDrainDuration["']?\s*:\s*["']?([\dhms.]+)/.exec(a['proxy.istio.io/config'] ?? '')?.[1];
     return {
       seconds: (drain ? goDurationSeconds(drain) : undefined) ?? 5,
-      setting: `the annotation proxy.istio.io/config: '{"terminationDrainDuration": "<hook seconds>s"}', or Istio's native sidecar mode`,
+      setting: `the annotation proxy.istio.io/config: '{"terminationDrainDuration": "${holds}s"}', or run Istio's proxy as a native sidecar`,
     };
   }
   const wait = Number(a['config.alpha.linkerd.io/proxy-wait-before-exit-seconds'] ?? 0);
   return {
     seconds: Number.isFinite(wait) ? wait : 0,
-    setting:
-      'the annotation config.alpha.linkerd.io/proxy-wait-before-exit-seconds: "<hook seconds>", or config.beta.linkerd.io/proxy-enable-native-sidecar: "true"',
+    setting: `the annotation config.alpha.linkerd.io/proxy-wait-before-exit-seconds: "${holds}", or config.beta.linkerd.io/proxy-enable-native-sidecar: "true"`,
   };
 }
 
@@ -576,8 +576,9 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
   }
   for (const c of appContainers(spec)) {
     const hook = c.lifecycle?.preStop;
-    // A container that declares no port (a worker, an agent) takes no traffic a readiness probe would gate.
-    if (!c.readinessProbe && (c.ports ?? []).length > 0) {
+    // A container that declares no port (a worker, an agent) or only metrics ports takes no traffic a readiness probe
+    // would gate.
+    if (!c.readinessProbe && tcpPorts(c).some((p) => !NOT_TRAFFIC_PORT_NAME.test(p.name ?? ''))) {
       add('warning', 'has no readiness probe', 'add one, so a new pod takes traffic only once it can serve it', c.name);
     }
     if (!callsSidecar(hook)) {
@@ -659,11 +660,11 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
       );
     }
     const proxy = spec.containers.find((c) => c.name === MESH_PROXIES[mesh]);
-    const serves = meshProxyServes(mesh, annotations);
+    const serves = meshProxyServes(mesh, annotations, holds);
     if (proxy && holds > serves.seconds) {
       add(
         'warning',
-        `the ${mesh} proxy runs as a regular container and stops ${serves.seconds} s after the hooks start, while the app's hook holds ${holds} s: traffic through the mesh stops before the drain ends`,
+        `the ${mesh} proxy runs as a regular container and stops ${serves.seconds > 0 ? `${serves.seconds} s after the hooks start` : 'as the hooks start'}, while the app's hook holds ${holds} s: traffic through the mesh stops before the drain ends`,
         `set ${serves.setting}`,
         proxy.name,
       );

@@ -224,7 +224,8 @@ class Editor {
       else this.fail(node, `expected a ${typeof key === 'number' ? 'list' : 'mapping'} at ${path.join('.')}`);
     }
     if (!node) this.fail(undefined, `nothing at ${path.join('.')}`);
-    if (isAlias(node) || this.shared.has(node)) this.fail(node, `${path.join('.')} is shared through an anchor`);
+    if (isAlias(node)) this.fail(node, `${path.join('.')} is an alias (*${node.source}); expand it to let inject edit it`);
+    if (this.shared.has(node)) this.fail(node, `${path.join('.')} is shared through an anchor; expand its aliases first`);
     return node;
   }
 

@@ -66,7 +66,8 @@ export function expectConsistentPod(pod: PodSpec): void {
   expect(parsed).toMatchObject({ ok: true, warnings: [] });
   if (parsed.ok !== true) return;
   expect(parsed.config.gracePeriodSeconds).toBe(grace);
-  const apps = pod.containers.filter((c) => c.name !== 'drain-sidecar');
+  // A mesh's proxy is never hooked: it is not the app.
+  const apps = pod.containers.filter((c) => !['drain-sidecar', 'istio-proxy', 'linkerd-proxy'].includes(c.name));
   for (const app of apps) {
     const hook = app.lifecycle?.preStop?.httpGet;
     expect(hook?.port).toBe(parsed.config.port);

@@ -2,7 +2,7 @@
 // (test/fixtures/inject, test/fixtures/check): outputs valid against the Kubernetes schemas and consistent as the
 // manifests' own rules demand; untouched documents and lines byte for byte; injecting twice changes nothing.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ const FIXTURES = resolve(import.meta.dirname, '../fixtures/inject');
 const fixture = (name: string) => join(FIXTURES, name);
 
 /** Runs the executable with input on stdin (or files in args); bounded. */
-function run(args: string[], stdin?: string) {
+function run(args: string[], stdin?: string | Buffer) {
   const r = spawnSync(EXECUTABLE, args, { input: stdin, encoding: 'utf8', timeout: 20_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -205,5 +205,175 @@ describe('drain-sidecar check', () => {
 
   it('exits 2 for unreadable input', () => {
     expect(run(['check', '/nonexistent']).code).toBe(2);
+  });
+});
+
+const CORPUS = resolve(import.meta.dirname, '../fixtures/corpus');
+const corpusFile = (name: string) => join(CORPUS, name);
+const sidecarEnv = (pod?: PodSpec) =>
+  Object.fromEntries(
+    ([...(pod?.initContainers ?? []), ...(pod?.containers ?? [])].find((c) => c.name === 'drain-sidecar')?.env ?? []).map((e) => [
+      e.name,
+      e.value,
+    ]),
+  );
+
+describe('drain-sidecar inject on real pod shapes', () => {
+  it('injects what `kubectl create deployment -o yaml` writes (sequences not indented) at the right place', () => {
+    const { code, stdout } = run(['inject', fixture('kubectl-create-deployment.yaml')]);
+    expect(code).toBe(0);
+    const [deployment] = docs(stdout);
+    validate(deployment as Manifest);
+    const [pod] = podSpecs(deployment as Manifest);
+    expect(pod?.containers[0]).toMatchObject({
+      name: 'nginx',
+      resources: {},
+      lifecycle: { preStop: { httpGet: { port: 9555 } } },
+    });
+    expect(stdout).toContain('      containers:\n      - image: nginx\n');
+    expect(stdout).toContain('      initContainers:\n      - name: drain-sidecar\n');
+  });
+
+  it('takes the app ports from the Service that selects the pod (named targetPorts resolved), leaving out the metrics port', () => {
+    const stream = `${readFileSync(corpusFile('podinfo/kustomize_deployment.yaml'), 'utf8')}---\n${readFileSync(corpusFile('podinfo/kustomize_service.yaml'), 'utf8')}`;
+    const [pod] = docs(run(['inject', '-'], stream).stdout).flatMap(podSpecs);
+    expect(sidecarEnv(pod).DRAIN_APP_PORTS).toBe('9898,9999');
+    // Alone, the metrics port (http-metrics) is still left out.
+    const [alone] = docs(run(['inject', corpusFile('podinfo/kustomize_deployment.yaml')]).stdout).flatMap(podSpecs);
+    expect(sidecarEnv(alone).DRAIN_APP_PORTS).toBe('9898,9999');
+    // Proxy mode forwards HTTP/1.1: the gRPC port is refused, with the reason.
+    const grpc = run(
+      ['inject', '--mode', 'proxy', '-'],
+      stream.replace('      annotations:\n', '      annotations:\n        drain-sidecar.dev/app-ports: "9999"\n'),
+    );
+    expect(grpc.stderr).toContain('proxy mode forwards HTTP/1.1, and port 9999 is declared as grpc');
+    expect(grpc.code).toBe(1);
+  });
+
+  it('moves the sidecar off 9555 when the app listens there, in DRAIN_PORT, the hook and the probes alike', () => {
+    // Online Boutique's ad service listens on 9555 with a 5 s grace period: refused, with a grace period that works.
+    const input = readFileSync(corpusFile('online-boutique/adservice.yaml'), 'utf8');
+    const refused = run(['inject', '-'], input);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('set terminationGracePeriodSeconds to at least 10');
+    expect(refused.stderr).not.toMatch(/-\d/);
+    const fixed = input.replace('terminationGracePeriodSeconds: 5', 'terminationGracePeriodSeconds: 10');
+    const { code, stdout } = run(['inject', '-'], fixed);
+    expect(code).toBe(0);
+    const [pod] = docs(stdout).flatMap(podSpecs);
+    expect(sidecarEnv(pod)).toMatchObject({ DRAIN_PORT: '9557', DRAIN_APP_PORTS: '9555', DRAIN_DEFAULT_SLEEP_SECONDS: '5' });
+    expect(pod?.containers[0]?.lifecycle?.preStop?.httpGet).toEqual({ port: 9557, path: '/sleep?s=5' });
+    expectConsistentPod(pod as PodSpec);
+    // The proxy's port moves too when the app uses it.
+    const proxied = run(
+      ['inject', '--mode', 'proxy', '-'],
+      readFileSync(fixture('kubectl-create-deployment.yaml'), 'utf8').replace('containerPort: 8080', 'containerPort: 9556'),
+    );
+    const [proxyPod] = docs(proxied.stdout).flatMap(podSpecs);
+    expect(sidecarEnv(proxyPod)).toMatchObject({ DRAIN_PROXY_LISTEN: '9557', DRAIN_PROXY_UPSTREAM: '127.0.0.1:9556' });
+    expectConsistentPod(proxyPod as PodSpec);
+  });
+
+  it('refuses a hook shorter than 5 s, and a grace period it names works once applied', () => {
+    const short = run(['inject', '--sleep', '3', fixture('rollout.yaml')]);
+    expect(short.code).toBe(1);
+    expect(short.stderr).toContain('a 3 s hook ends before a load balancer lets go of the pod');
+    for (const grace of [1, 5, 9]) {
+      const input = readFileSync(fixture('kubectl-create-deployment.yaml'), 'utf8').replace(
+        '    spec:\n      containers:',
+        `    spec:\n      terminationGracePeriodSeconds: ${grace}\n      containers:`,
+      );
+      const refused = run(['inject', '-'], input);
+      expect(refused.code).toBe(1);
+      const advised = Number(/at least (\d+)/.exec(refused.stderr)?.[1]);
+      const applied = run(
+        ['inject', '-'],
+        input.replace(`terminationGracePeriodSeconds: ${grace}`, `terminationGracePeriodSeconds: ${advised}`),
+      );
+      expect(applied.code).toBe(0);
+      const [pod] = docs(applied.stdout).flatMap(podSpecs);
+      expect(Number(sidecarEnv(pod).DRAIN_DEFAULT_SLEEP_SECONDS)).toBeGreaterThanOrEqual(5);
+      expectConsistentPod(pod as PodSpec);
+    }
+  });
+
+  it('passes a pod template that serves nothing known through unchanged, with a note, exit 0', () => {
+    const input = readFileSync(corpusFile('online-boutique/loadgenerator.yaml'), 'utf8');
+    const { code, stdout, stderr } = run(['inject', '-'], input);
+    expect(code).toBe(0);
+    expect(stdout).toBe(input);
+    expect(stderr).toContain('Deployment/loadgenerator: skipped: no container declares a port');
+  });
+
+  it("never hooks a mesh proxy, and excludes the sidecar's port from the mesh's capture, merged with what is there", () => {
+    const { stdout } = run(['inject', corpusFile('istio/native-sidecar-opt-out.injected.yaml')]);
+    const [pod] = docs(stdout) as unknown as [{ metadata: { annotations: Record<string, string> }; spec: PodSpec }];
+    expect(pod.spec.containers.map((c) => [c.name, c.lifecycle?.preStop !== undefined])).toEqual([
+      ['hello', true],
+      ['istio-proxy', false],
+    ]);
+    expect(pod.metadata.annotations['traffic.sidecar.istio.io/excludeInboundPorts']).toBe('9555');
+    const merged = run(
+      ['inject', '-'],
+      readFileSync(corpusFile('istio/native-sidecar-opt-out.injected.yaml'), 'utf8').replace(
+        '    istio.io/rev: default\n',
+        '    istio.io/rev: default\n    traffic.sidecar.istio.io/excludeInboundPorts: "8081"\n',
+      ),
+    );
+    expect(
+      (docs(merged.stdout)[0] as unknown as typeof pod).metadata.annotations['traffic.sidecar.istio.io/excludeInboundPorts'],
+    ).toBe('8081,9555');
+  });
+
+  it('--in-place writes all files or none, each atomically with its mode kept', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'inject-'));
+    const good = join(dir, 'a.yaml');
+    const shared = join(dir, 'b.yaml');
+    copyFileSync(fixture('rollout.yaml'), good);
+    chmodSync(good, 0o640);
+    // A pod template reached through an alias: inject cannot edit it without editing the anchor's other users.
+    writeFileSync(
+      shared,
+      'base: &c\n  name: a\n  ports: [{containerPort: 80}]\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - *c\n',
+    );
+    const before = [readFileSync(good, 'utf8'), readFileSync(shared, 'utf8')];
+    const refused = run(['inject', '--in-place', dir]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${shared}:8: spec.containers.0 is an alias (*c)`);
+    expect(refused.stderr).toContain('no file written');
+    expect([readFileSync(good, 'utf8'), readFileSync(shared, 'utf8')]).toEqual(before);
+    // An unreadable input: nothing is written either.
+    writeFileSync(shared, Buffer.from([0x6b, 0x3a, 0x20, 0xff, 0x0a]));
+    expect(run(['inject', '--in-place', dir]).code).toBe(2);
+    expect(readFileSync(good, 'utf8')).toBe(before[0]);
+    rmSync(shared);
+    expect(run(['inject', '--in-place', dir]).code).toBe(0);
+    expect(readFileSync(good, 'utf8')).toContain('name: drain-sidecar');
+    expect(statSync(good).mode & 0o777).toBe(0o640);
+    expect(readdirSync(dir)).toEqual(['a.yaml']);
+  });
+
+  it('answers hostile input with one clear line and exit 2', () => {
+    const bomb = [
+      'a: &a [x,x,x,x,x,x,x,x,x]',
+      ...'bcdefgh'.split('').map((k, i) => `${k}: &${k} [${`*${'abcdefg'[i]},`.repeat(9)}]`),
+    ].join('\n');
+    for (const input of [
+      bomb,
+      `${'['.repeat(100_000)}${']'.repeat(100_000)}`,
+      Buffer.from([0xff, 0xfe, 0x6b, 0x00, 0x3a, 0x00]),
+    ]) {
+      const { code, stderr } = run(['inject', '-'], input);
+      expect(code).toBe(2);
+      expect(stderr.trim().split('\n')).toHaveLength(1);
+      expect(stderr).toMatch(/^drain-sidecar inject: \(stdin\)/);
+    }
+    // Flow-style YAML is YAML, not broken JSON.
+    const flow = run(
+      ['inject', '-'],
+      '{apiVersion: v1, kind: Pod, metadata: {name: p}, spec: {containers: [{name: a, image: x, ports: [{containerPort: 80}]}]}}\n',
+    );
+    expect(flow.code).toBe(0);
+    expectConsistentPod(podSpecs(docs(flow.stdout)[0] as Manifest)[0] as PodSpec);
   });
 });

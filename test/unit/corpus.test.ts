@@ -170,3 +170,60 @@ describe.each(Object.keys(STYLES))('inject on the corpus, %s style', (style) => 
     expect(second.code).toBe(first.code);
   });
 });
+
+interface CheckFinding {
+  severity: string;
+  workload: string;
+  container?: string;
+  message: string;
+}
+
+/** The container a finding names, looked up in the documents it came from, and whether it is a regular container. */
+function containerOf(docs: unknown[], f: CheckFinding): (Obj & { regular: boolean }) | undefined {
+  const [kind, name] = f.workload.split('/');
+  for (const doc of docs.flatMap((d) => ((d as Obj)?.kind === 'List' ? ((d as Obj).items as unknown[]) : [d]))) {
+    const o = doc as Obj;
+    if (o?.kind !== kind || (o.metadata as Obj | undefined)?.name !== name) continue;
+    for (const { template } of templates(o)) {
+      const spec = template.spec as PodSpec;
+      const c = [...spec.containers, ...(spec.initContainers ?? [])].find((x) => x.name === f.container);
+      if (c) return { ...(c as Obj), regular: spec.containers.includes(c) };
+    }
+  }
+  return undefined;
+}
+
+describe('check on the corpus', () => {
+  it('reports, before and after inject, only what each file really has: every finding is justified by the file itself', () => {
+    let printed = 0;
+    for (const file of corpus) {
+      const text = readFileSync(file, 'utf8');
+      for (const input of [text, run(['inject', '--image', IMAGE, '-'], text).stdout]) {
+        const docs = objects(input);
+        const findings = JSON.parse(run(['check', '--output', 'json', '-'], input).stdout) as CheckFinding[];
+        printed += findings.length;
+        for (const f of findings) {
+          const c = containerOf(docs, f);
+          const where = `${relative(CORPUS, file)}: ${f.workload} ${f.container}: ${f.message}`;
+          if (f.message === 'has no readiness probe') {
+            // A container that declares a port other than a metrics port, and no readiness probe.
+            const ports = (c?.ports ?? []) as { name?: string; protocol?: string }[];
+            expect(c?.readinessProbe, where).toBeUndefined();
+            expect(
+              ports.some((p) => (p.protocol ?? 'TCP') === 'TCP' && !/metrics|prom|admin/i.test(p.name ?? '')),
+              where,
+            ).toBe(true);
+          } else if (/^the (istio|linkerd) proxy runs as a regular container/.test(f.message)) {
+            // The mesh's proxy is in containers (not a native sidecar), and the app's hook holds longer than it serves.
+            expect(c?.name, where).toMatch(/^(istio|linkerd)-proxy$/);
+            expect(c?.regular, where).toBe(true);
+            expect(input, where).toContain('name: drain-sidecar');
+          } else {
+            expect.fail(`unjustified finding: ${where}`);
+          }
+        }
+      }
+    }
+    expect(printed).toBeGreaterThan(0);
+  });
+});
