@@ -1,7 +1,8 @@
 // `drain-sidecar inject` and `check` on the built executable: documents per second and peak RSS on a stream of 10,000
-// documents (Deployments with comments, Services, ConfigMaps), and start to exit of `check` on one file. Side by side with
-// `cat` of the same stream as the floor of reading and writing it. Prints figures; asserts nothing.
-// Usage: npm run build:sea && node bench/inject.mjs
+// documents (Deployments with comments, Services, ConfigMaps), one Deployment of 20,000 lines, the whole corpus of public
+// manifests under test/fixtures/corpus, and start to exit of `check` on one file. Side by side with `cat` of the same
+// input as the floor of reading and writing it, and with another build when given. Prints figures; asserts nothing.
+// Usage: npm run build:sea && node bench/inject.mjs [other-executable]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const EXE = `${ROOT}dist/drain-sidecar`;
+const OTHER = process.argv[2];
+const CORPUS = `${ROOT}test/fixtures/corpus`;
 const DOCUMENTS = 10_000;
 const RUNS = 3;
 
@@ -50,6 +53,10 @@ const file = join(dir, 'stream.yaml');
 writeFileSync(file, stream);
 const one = join(dir, 'one.yaml');
 writeFileSync(one, deployment(0));
+// One Deployment whose container has 5,000 environment variables: 20,000 lines in one document.
+const env = Array.from({ length: 5_000 }, (_, i) => `            - name: VAR_${i}\n              value: "${i}"\n`).join('');
+const long = join(dir, 'long.yaml');
+writeFileSync(long, deployment(0).replace('          ports:', `          env:\n${env}          ports:`));
 
 /** Wall time and peak RSS of a command, from GNU time's -f when present, else wall time only. */
 function measure(cmd, args) {
@@ -61,22 +68,37 @@ function measure(cmd, args) {
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const rows = { cat: [], inject: [], check: [], checkOne: [] };
-for (let run = 0; run < RUNS; run++) {
-  rows.cat.push(measure('cat', [file]));
-  rows.inject.push(measure(EXE, ['inject', file]));
-  rows.check.push(measure(EXE, ['check', file]));
-  rows.checkOne.push(measure(EXE, ['check', one]));
-}
-const summary = (name, xs, docs) => {
+const inputs = [
+  { name: `a stream of ${DOCUMENTS.toLocaleString('en')} documents`, args: [file], docs: DOCUMENTS, cat: [file] },
+  { name: 'one Deployment of 20,000 lines', args: [long], docs: 1, cat: [long] },
+  { name: 'the corpus (test/fixtures/corpus)', args: [CORPUS], docs: undefined, cat: ['-r', CORPUS] },
+];
+const builds = [
+  ['drain-sidecar', EXE],
+  ...(OTHER ? [['other build', OTHER]] : []),
+];
+console.log(`inject and check, median of ${RUNS} interleaved runs${OTHER ? `; other build: ${OTHER}` : ''}:\n`);
+console.log('| input | command | wall (ms) | documents/s | peak RSS (MiB) |');
+console.log('|---|---|---|---|---|');
+const row = (input, name, xs) => {
   const ms = median(xs.map((x) => x.ms));
   const rss = median(xs.map((x) => x.rssMiB ?? Number.NaN));
-  return `| ${name} | ${ms.toFixed(0)} | ${docs ? Math.round((docs / ms) * 1000).toLocaleString('en') : '-'} | ${Number.isNaN(rss) ? '-' : rss.toFixed(1)} |`;
+  const rate = input.docs ? Math.round((input.docs / ms) * 1000).toLocaleString('en') : '-';
+  const failed = xs.some((x) => x.status !== 0 && x.status !== 1) ? ' (failed)' : '';
+  console.log(`| ${input.name} | ${name}${failed} | ${ms.toFixed(0)} | ${rate} | ${Number.isNaN(rss) ? '-' : rss.toFixed(1)} |`);
 };
-console.log(`inject and check, ${DOCUMENTS.toLocaleString('en')} documents (a third of them Deployments), median of ${RUNS}:\n`);
-console.log('| command | wall (ms) | documents/s | peak RSS (MiB) |');
-console.log('|---|---|---|---|');
-console.log(summary('cat (the floor)', rows.cat, DOCUMENTS));
-console.log(summary('drain-sidecar inject', rows.inject, DOCUMENTS));
-console.log(summary('drain-sidecar check', rows.check, DOCUMENTS));
-console.log(summary('drain-sidecar check, one Deployment (start to exit)', rows.checkOne, 1));
+for (const input of inputs) {
+  const rows = new Map([['cat (the floor)', []]]);
+  for (const [name] of builds) for (const sub of ['inject', 'check']) rows.set(`${name} ${sub}`, []);
+  for (let run = 0; run < RUNS; run++) {
+    rows.get('cat (the floor)').push(measure(input.cat[0] === '-r' ? 'grep' : 'cat', input.cat[0] === '-r' ? ['-rh', '', CORPUS] : input.cat));
+    for (const [name, exe] of builds) {
+      rows.get(`${name} inject`).push(measure(exe, ['inject', ...input.args]));
+      rows.get(`${name} check`).push(measure(exe, ['check', ...input.args]));
+    }
+  }
+  for (const [name, xs] of rows) row(input, name, xs);
+}
+const startToExit = [];
+for (let run = 0; run < RUNS; run++) startToExit.push(measure(EXE, ['check', one]));
+row({ name: 'one Deployment', docs: 1 }, 'drain-sidecar check (start to exit)', startToExit);

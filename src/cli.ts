@@ -16,7 +16,7 @@ import {
   type ServiceInfo,
   type Workload,
 } from './inject.js';
-import { applyToObject, type Edit, editSource, InputError, type Path, parseSource, type Source, verify } from './manifest.js';
+import { applyToObject, type Edit, editSource, InputError, type Path, parseSource, type Source } from './manifest.js';
 
 export interface CliIo {
   stdin: () => Buffer;
@@ -271,8 +271,7 @@ function injectSource(source: Source, options: InjectOptions, io: CliIo): { resu
   });
   if (edits.size === 0) return { result: { source, text: source.text, changed: false }, refused };
   try {
-    const text = editSource(source, edits);
-    verify(source.name, text, intended);
+    const text = editSource(source, edits, intended);
     return { result: { source, text, changed: true }, refused };
   } catch (err) {
     if (!(err instanceof InputError)) throw err;

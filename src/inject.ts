@@ -436,8 +436,9 @@ function metadataEdits(t: PodTemplate, wanted: { labels: Record<string, string>;
  * preStop handler of another kind is a conflict: reported and left, unless replaceHooks. services: the Services in the
  * same input (the webhook has none), which say which ports carry the pod's traffic.
  */
-export function inject(w: Workload, o: InjectOptions, services: ServiceInfo[] = []): InjectResult {
+export function inject(w: Workload, o: InjectOptions, all: ServiceInfo[] = []): InjectResult {
   const id = `${w.kind}/${w.name}`;
+  const services = all.filter((s) => selects(s, w.template.metadata?.labels));
   const skip = (reason: string): InjectResult => ({
     outcome: 'skipped',
     edits: [],
@@ -449,7 +450,7 @@ export function inject(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
   if (
     annotation(w.template, 'app-ports') === undefined &&
     !appContainers(spec).some((c) => (c.ports ?? []).length > 0) &&
-    !services.some((s) => selects(s, w.template.metadata?.labels))
+    services.length === 0
   ) {
     return skip(
       `no container declares a port and no Service in the input selects it, so it serves nothing to drain (declare the app's containerPort, or set the annotation ${ANNOTATION}/app-ports)`,

@@ -334,19 +334,37 @@ class Editor {
   }
 }
 
-/** The edits of each document (by index), spliced into the source text. Throws InputError for an edit it cannot make. */
-export function editSource(source: Source, edits: Map<number, { base: Path; edits: Edit[] }[]>): string {
-  const splices: (Splice & { order: number })[] = [];
-  for (const [index, groups] of edits) {
+/**
+ * The edits of each document (by index), spliced into the source text, each edited document checked against the object
+ * it is meant to be (intended, by document index). Throws InputError for an edit it cannot make or that would not read
+ * back as intended; the text outside the edited documents is not parsed again, so the cost is linear in the input.
+ */
+export function editSource(source: Source, edits: Map<number, { base: Path; edits: Edit[] }[]>, intended: unknown[]): string {
+  const { text } = source;
+  const parts: string[] = [];
+  let at = 0;
+  for (const index of [...edits.keys()].sort((a, b) => a - b)) {
     const doc = source.docs[index] as Document.Parsed;
-    const editor = new Editor(source.text, doc, source.name);
-    for (const g of groups) for (const e of g.edits) splices.push({ ...editor.splice(g.base, e), order: splices.length });
+    const editor = new Editor(text, doc, source.name);
+    const splices = (edits.get(index) ?? [])
+      .flatMap((g) => g.edits.map((e) => editor.splice(g.base, e)))
+      .map((s, order) => ({ ...s, order }))
+      // In order of their offsets; at one offset, the first edit's text first.
+      .sort((a, b) => a.start - b.start || a.order - b.order);
+    const [start, , end] = doc.range;
+    let segment = '';
+    let pos = start;
+    for (const s of splices) {
+      segment += text.slice(pos, s.start) + s.text;
+      pos = Math.max(pos, s.end);
+    }
+    segment += text.slice(pos, end);
+    verify(source.name, segment, [intended[index]], () => lineOf(text, start) - 1);
+    parts.push(text.slice(at, start), segment);
+    at = end;
   }
-  // From the end backwards, so earlier offsets stay valid; at one offset, the first edit's text comes first.
-  splices.sort((a, b) => b.start - a.start || b.order - a.order);
-  let text = source.text;
-  for (const s of splices) text = text.slice(0, s.start) + s.text + text.slice(s.end);
-  return text;
+  parts.push(text.slice(at));
+  return parts.join('');
 }
 
 /** The first path at which two plain values differ, or undefined. */
@@ -365,9 +383,10 @@ function difference(a: unknown, b: unknown, path: Path = []): Path | undefined {
 
 /**
  * Checks that edited text reads back as the intended objects, one per document, and throws InputError naming the file
- * and the line where it does not: what inject writes is always what it meant.
+ * and the line where it does not (linesBefore: the lines of the file before this text): what inject writes is what it
+ * meant.
  */
-export function verify(name: string, text: string, intended: unknown[]): void {
+export function verify(name: string, text: string, intended: unknown[], linesBefore = () => 0): void {
   const source = parseSource(name, text);
   if (source.objects.length !== intended.length) {
     throw new InputError(
@@ -386,7 +405,7 @@ export function verify(name: string, text: string, intended: unknown[]): void {
     }
     const range = (node as Node | undefined)?.range;
     throw new InputError(
-      `${name}:${lineOf(text, range?.[0] ?? doc.range[0])}: the edit would not read back as intended (at ${path.join('.') || 'the document'}); nothing written for this file`,
+      `${name}:${linesBefore() + lineOf(text, range?.[0] ?? doc.range[0])}: the edit would not read back as intended (at ${path.join('.') || 'the document'}); nothing written for this file`,
     );
   });
 }

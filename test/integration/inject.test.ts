@@ -206,6 +206,41 @@ describe('drain-sidecar check', () => {
   it('exits 2 for unreadable input', () => {
     expect(run(['check', '/nonexistent']).code).toBe(2);
   });
+
+  it('reports a meshed pod whose hook port the mesh captures, and a mesh proxy that stops before the hook ends', () => {
+    const corpus = (name: string) => readFileSync(join(import.meta.dirname, '../fixtures/corpus', name), 'utf8');
+    const findings = (text: string) => JSON.parse(run(['check', '--output', 'json', '-'], text).stdout) as Finding[];
+    const istio = run(['inject', '-'], corpus('istio/native-sidecar-opt-out.injected.yaml')).stdout;
+    expect(findings(istio).map((f) => f.message)).not.toContainEqual(expect.stringMatching(/captures/));
+    const captured = findings(istio.replace(/ *traffic\.sidecar\.istio\.io\/excludeInboundPorts: "9555"\n/, ''));
+    expect(captured).toContainEqual(
+      expect.objectContaining({
+        severity: 'error',
+        message: expect.stringContaining("the istio proxy captures the hook's port 9555"),
+        fix: expect.stringContaining('add 9555 to the annotation traffic.sidecar.istio.io/excludeInboundPorts'),
+      }),
+    );
+    const early = (list: Finding[]) => list.filter((f) => f.container?.endsWith('-proxy')).map((f) => f.message);
+    expect(early(findings(istio))).toEqual([
+      expect.stringContaining("stops 5 s after the hooks start, while the app's hook holds 20 s"),
+    ]);
+    const drained = istio.replace(
+      '    istio.io/rev: default\n',
+      `    istio.io/rev: default\n    proxy.istio.io/config: '{"terminationDrainDuration": "20s"}'\n`,
+    );
+    expect(early(findings(drained))).toEqual([]);
+    const linkerd = run(['inject', '-'], corpus('linkerd/emojivoto_deployment_regular_proxy.golden.yml')).stdout;
+    const [warning] = findings(linkerd).filter((f) => f.container === 'linkerd-proxy');
+    expect(warning?.fix).toContain('config.alpha.linkerd.io/proxy-wait-before-exit-seconds: "20"');
+    const waiting = linkerd.replace(
+      '      annotations:\n',
+      '      annotations:\n        config.alpha.linkerd.io/proxy-wait-before-exit-seconds: "20"\n',
+    );
+    expect(early(findings(waiting))).toEqual([]);
+    // A native sidecar proxy (Istio's and Linkerd's default now) outlives the app: nothing to report.
+    const native = run(['inject', '-'], corpus('linkerd/emojivoto_deployment.golden.yml')).stdout;
+    expect(early(findings(native))).toEqual([]);
+  });
 });
 
 const CORPUS = resolve(import.meta.dirname, '../fixtures/corpus');

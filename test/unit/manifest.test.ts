@@ -15,9 +15,10 @@ const LABEL: Edit = { op: 'add', path: ['metadata', 'labels', 'drain-sidecar/ena
 /** Edits document `doc` of text, checks the result with verify (as the CLI does) and returns it. */
 function edit(text: string, edits: Edit[], doc = 0, base: (string | number)[] = []): string {
   const source = parseSource('in.yaml', text);
-  const out = editSource(source, new Map([[doc, [{ base, edits }]]]));
   const intended = structuredClone(source.objects);
   applyToObject(intended[doc], base, edits);
+  const out = editSource(source, new Map([[doc, [{ base, edits }]]]), intended);
+  // The whole text reads back as intended, not only the edited document.
   verify('in.yaml', out, intended);
   return out;
 }
