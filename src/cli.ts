@@ -183,7 +183,7 @@ Adds drain-sidecar and its preStop hooks to every pod template in the input, wit
 spec. Writes the result to stdout (or back to the files with --in-place); says on stderr what it did.
 
   --mode sleep|drain|proxy   the hook: /sleep?s=N (default), /drain?max=N, or proxy mode in front of the app
-  --sleep N                  hook seconds (default: min(20, terminationGracePeriodSeconds - 10))
+  --sleep N                  hook seconds, at least 5 (default: min(20, max(5, terminationGracePeriodSeconds - 10)))
   --image REF                the sidecar image (default ${IMAGE})
   --regular                  a regular container instead of a native sidecar (clusters before 1.29)
   --replace-hooks            replace preStop hooks of another kind instead of reporting them
@@ -192,7 +192,8 @@ spec. Writes the result to stdout (or back to the files with --in-place); says o
 
 Per-workload overrides, as pod-template annotations: drain-sidecar.dev/inject: "false" (or "true" for a Job or
 CronJob), drain-sidecar.dev/mode, drain-sidecar.dev/sleep-seconds, drain-sidecar.dev/app-ports.
-Exit codes: 0 done, 1 a workload could not be injected (a conflicting hook, a grace period too short), 2 bad input.
+Exit codes: 0 done, 1 a workload could not be injected (a conflicting hook, a grace period too short), 2 bad input
+or an edit that would not read back as intended (nothing is written for that file; with --in-place, for any file).
 `;
 
 const CHECK_HELP = `Usage: drain-sidecar check [--output text|json] <file|dir|->...

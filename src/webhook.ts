@@ -113,7 +113,7 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
   collectDefaultMetrics({ register: registry });
   const reviews = new Counter({
     name: `${METRIC_PREFIX}webhook_reviews_total`,
-    help: 'Admission reviews answered, by outcome: injected, unchanged (already injected), not_selected (not an opted-in pod CREATE), skipped (opted out, batch), refused (allowed without the sidecar: a conflicting hook, a host-network pod; see the warnings), invalid (malformed review, 4xx).',
+    help: 'Admission reviews answered, by outcome: injected, unchanged (already injected), not_selected (not an opted-in pod CREATE), skipped (opted out, batch, no port declared), refused (allowed without the sidecar: a conflicting hook, a host-network pod; see the warnings), invalid (malformed review, 4xx).',
     labelNames: ['outcome'],
     registers: [registry],
   });

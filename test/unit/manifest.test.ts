@@ -2,7 +2,7 @@
 // where the style matters and the verify step that refuses what would not read back as intended.
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { applyToObject, type Edit, editSource, InputError, parseSource, verify } from '../../src/manifest.js';
+import { applyToObject, type Edit, editSource, InputError, MAX_INPUT_BYTES, parseSource, verify } from '../../src/manifest.js';
 
 const LIFECYCLE: Edit = {
   op: 'add',
@@ -123,5 +123,6 @@ describe('parseSource', () => {
     expect(() => parseSource('bomb.yaml', bomb)).toThrow(/^bomb\.yaml: cannot be read as YAML: /);
     expect(() => parseSource('deep.json', `${'['.repeat(100_000)}${']'.repeat(100_000)}`)).toThrow(/^deep\.json/);
     expect(() => parseSource('bad.yaml', 'a: b\n  c: [\n')).toThrow(/^bad\.yaml:\d+: not valid YAML/);
+    expect(() => parseSource('big.yaml', `a: ${'x'.repeat(MAX_INPUT_BYTES)}`)).toThrow(/^big\.yaml: larger than 32 MiB/);
   });
 });
