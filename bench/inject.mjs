@@ -73,10 +73,7 @@ const inputs = [
   { name: 'one Deployment of 20,000 lines', args: [long], docs: 1, cat: [long] },
   { name: 'the corpus (test/fixtures/corpus)', args: [CORPUS], docs: undefined, cat: ['-r', CORPUS] },
 ];
-const builds = [
-  ['drain-sidecar', EXE],
-  ...(OTHER ? [['other build', OTHER]] : []),
-];
+const builds = [['drain-sidecar', EXE], ...(OTHER ? [['other build', OTHER]] : [])];
 console.log(`inject and check, median of ${RUNS} interleaved runs${OTHER ? `; other build: ${OTHER}` : ''}:\n`);
 console.log('| input | command | wall (ms) | documents/s | peak RSS (MiB) |');
 console.log('|---|---|---|---|---|');
@@ -91,7 +88,9 @@ for (const input of inputs) {
   const rows = new Map([['cat (the floor)', []]]);
   for (const [name] of builds) for (const sub of ['inject', 'check']) rows.set(`${name} ${sub}`, []);
   for (let run = 0; run < RUNS; run++) {
-    rows.get('cat (the floor)').push(measure(input.cat[0] === '-r' ? 'grep' : 'cat', input.cat[0] === '-r' ? ['-rh', '', CORPUS] : input.cat));
+    rows
+      .get('cat (the floor)')
+      .push(measure(input.cat[0] === '-r' ? 'grep' : 'cat', input.cat[0] === '-r' ? ['-rh', '', CORPUS] : input.cat));
     for (const [name, exe] of builds) {
       rows.get(`${name} inject`).push(measure(exe, ['inject', ...input.args]));
       rows.get(`${name} check`).push(measure(exe, ['check', ...input.args]));
