@@ -4,7 +4,7 @@
 // input as the floor of reading and writing it, and with another build when given. Prints figures; asserts nothing.
 // Usage: npm run build:sea && node bench/inject.mjs [other-executable]
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -101,3 +101,36 @@ for (const input of inputs) {
 const startToExit = [];
 for (let run = 0; run < RUNS; run++) startToExit.push(measure(EXE, ['check', one]));
 row({ name: 'one Deployment', docs: 1 }, 'drain-sidecar check (start to exit)', startToExit);
+
+// What inject does with the corpus, workload by workload, from its own report on stderr.
+const report = spawnSync(EXE, ['inject', CORPUS], { encoding: 'utf8', maxBuffer: 1 << 30 }).stderr.split('\n');
+const files = spawnSync('find', [CORPUS, '-name', '*.y*ml'], { encoding: 'utf8' }).stdout.trim().split('\n').length;
+const reasons = new Map();
+const count = (outcome, reason) => {
+  const key = `${outcome}|${reason}`;
+  reasons.set(key, (reasons.get(key) ?? 0) + 1);
+};
+for (const line of report) {
+  if (line.startsWith('injected ')) count('injected', '');
+  else if (line.startsWith('unchanged ')) count('unchanged', 'already injected');
+  else if (/^info +\S+: skipped: /.test(line)) count('skipped', line.replace(/^.*skipped: /, '').replace(/ \(.*$|, so .*$/, ''));
+  else if (/^error /.test(line)) {
+    const message = line.replace(/^error +\S+( container \S+)?: /, '').replace(/;.*$/, '');
+    count(
+      'refused',
+      message
+        .replace(/\(.*?\)/g, '')
+        .replace(/\d+/g, 'N')
+        .trim(),
+    );
+  }
+}
+console.log(
+  `\nWhat inject does with the corpus: ${files} files of ${readdirSync(CORPUS, { withFileTypes: true }).filter((e) => e.isDirectory()).length} projects, one line per workload:\n`,
+);
+console.log('| outcome | workloads | why |');
+console.log('|---|---|---|');
+for (const [key, n] of [...reasons].sort()) {
+  const [outcome, reason] = key.split('|');
+  console.log(`| ${outcome} | ${n} | ${reason || '-'} |`);
+}

@@ -188,6 +188,7 @@ spec. Writes the result to stdout (or back to the files with --in-place); says o
   --regular                  a regular container instead of a native sidecar (clusters before 1.29)
   --replace-hooks            replace preStop hooks of another kind instead of reporting them
   --port N                   the sidecar's port (required for hostNetwork pods)
+  --app-ports N,N            the app ports of every workload without the annotation (default: derived, see README)
   --in-place                 rewrite the files instead of printing
 
 Per-workload overrides, as pod-template annotations: drain-sidecar.dev/inject: "false" (or "true" for a Job or
@@ -215,6 +216,10 @@ function injectOptions(flags: Flags): InjectOptions {
     return n;
   };
   const port = number('--port', 1, 65535);
+  const portList = flags.values.get('--app-ports');
+  const appPorts = portList?.split(',').map((p) => p.trim());
+  if (appPorts && !appPorts.every((p) => /^\d+$/.test(p) && Number(p) >= 1 && Number(p) <= 65535))
+    throw new UsageError(`--app-ports must be comma-separated port numbers; got ${JSON.stringify(portList)}`);
   const sleepSeconds = number('--sleep', 1, 43_200);
   return {
     mode: mode as Mode,
@@ -222,6 +227,7 @@ function injectOptions(flags: Flags): InjectOptions {
     regular: flags.switches.has('--regular'),
     replaceHooks: flags.switches.has('--replace-hooks'),
     ...(port !== undefined && { port }),
+    ...(appPorts && { appPorts: [...new Set(appPorts.map(Number))] }),
     ...(sleepSeconds !== undefined && { sleepSeconds }),
   };
 }
@@ -282,7 +288,11 @@ function injectSource(source: Source, options: InjectOptions, io: CliIo): { resu
 }
 
 function runInject(argv: string[], io: CliIo): number {
-  const flags = readFlags(argv, ['--mode', '--sleep', '--image', '--port'], ['--regular', '--replace-hooks', '--in-place']);
+  const flags = readFlags(
+    argv,
+    ['--mode', '--sleep', '--image', '--port', '--app-ports'],
+    ['--regular', '--replace-hooks', '--in-place'],
+  );
   const options = injectOptions(flags);
   const inPlace = flags.switches.has('--in-place');
   const sources = readInputs(flags.positional, io);

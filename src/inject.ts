@@ -62,6 +62,8 @@ export interface InjectOptions {
   replaceHooks: boolean;
   /** The sidecar's port; required for hostNetwork pods, whose ports are the node's. */
   port?: number;
+  /** The app ports for every workload without the app-ports annotation (--app-ports). */
+  appPorts?: number[];
 }
 
 export interface Workload {
@@ -216,14 +218,14 @@ function trafficPorts(w: Workload, services: ServiceInfo[]): { ports: ContainerP
 
 const unique = (ports: number[]) => [...new Set(ports)];
 
-/** The app ports of a pod: its annotation, else the ports its traffic comes to. */
-export function appPortsOf(w: Workload, services: ServiceInfo[] = []): number[] | undefined {
-  const given = annotation(w.template, 'app-ports');
-  if (given !== undefined) {
-    const ports = given.split(',').map((p) => Number(p.trim()));
+/** The app ports of a pod: its annotation, else the ones given for all (--app-ports), else the ports its traffic comes to. */
+export function appPortsOf(w: Workload, services: ServiceInfo[] = [], given?: number[]): number[] | undefined {
+  const annotated = annotation(w.template, 'app-ports');
+  if (annotated !== undefined) {
+    const ports = annotated.split(',').map((p) => Number(p.trim()));
     return ports.every((p) => Number.isInteger(p) && p >= 1 && p <= 65535) ? unique(ports) : undefined;
   }
-  return unique(trafficPorts(w, services).ports.map((p) => p.containerPort));
+  return given ?? unique(trafficPorts(w, services).ports.map((p) => p.containerPort));
 }
 
 /** Every port a container of the pod declares, the sidecar's own excepted: none of them is free for the sidecar. */
@@ -260,7 +262,7 @@ export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
   if (!['sleep', 'drain', 'proxy'].includes(mode)) {
     return fail(`annotation ${ANNOTATION}/mode is ${JSON.stringify(mode)}`, 'use sleep, drain or proxy');
   }
-  const ports = appPortsOf(w, services);
+  const ports = appPortsOf(w, services, o.appPorts);
   if (ports === undefined) {
     return fail(
       `annotation ${ANNOTATION}/app-ports is ${JSON.stringify(annotation(w.template, 'app-ports'))}`,
@@ -449,6 +451,7 @@ export function inject(w: Workload, o: InjectOptions, all: ServiceInfo[] = []): 
   const { spec } = w.template;
   if (
     annotation(w.template, 'app-ports') === undefined &&
+    o.appPorts === undefined &&
     !appContainers(spec).some((c) => (c.ports ?? []).length > 0) &&
     services.length === 0
   ) {

@@ -276,6 +276,14 @@ describe('drain-sidecar inject on real pod shapes', () => {
     // Alone, the metrics port (http-metrics) is still left out.
     const [alone] = docs(run(['inject', corpusFile('podinfo/kustomize_deployment.yaml')]).stdout).flatMap(podSpecs);
     expect(sidecarEnv(alone).DRAIN_APP_PORTS).toBe('9898,9999');
+    // --app-ports overrides the derivation; the workload's own annotation overrides --app-ports.
+    const given = docs(run(['inject', '--app-ports', '9797', '-'], stream).stdout).flatMap(podSpecs)[0];
+    expect(sidecarEnv(given).DRAIN_APP_PORTS).toBe('9797');
+    const annotated = stream.replace('      annotations:\n', '      annotations:\n        drain-sidecar.dev/app-ports: "9898"\n');
+    expect(
+      sidecarEnv(docs(run(['inject', '--app-ports', '9797', '-'], annotated).stdout).flatMap(podSpecs)[0]).DRAIN_APP_PORTS,
+    ).toBe('9898');
+    expect(run(['inject', '--app-ports', '80,x', '-'], stream).code).toBe(2);
     // Proxy mode forwards HTTP/1.1: the gRPC port is refused, with the reason.
     const grpc = run(
       ['inject', '--mode', 'proxy', '-'],
