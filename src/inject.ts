@@ -492,6 +492,16 @@ export function inject(w: Workload, o: InjectOptions, all: ServiceInfo[] = []): 
 
   if (!sidecarOf(spec)) {
     const container = sidecarContainer(d, o);
+    // The sidecar's own parser on what it will be given: a native sidecar that exits 2 at start blocks the app.
+    const config = parseConfig(Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? ''])), []);
+    if (config.ok === false) {
+      const message = `the sidecar would not start with the settings derived: ${config.errors.join('; ')}`;
+      return {
+        outcome: 'refused',
+        edits: [],
+        findings: [{ severity: 'error', workload: id, message, fix: 'set them with the drain-sidecar.dev annotations' }],
+      };
+    }
     const list = o.regular ? 'containers' : 'initContainers';
     const current = spec[list];
     edits.push(
