@@ -117,6 +117,10 @@ const hostPort =
     if (!m || host === undefined || p instanceof ParseError || (p === 0 && defaultHost === undefined)) {
       return new ParseError(defaultHost === undefined ? 'must be host:port' : 'must be a port or host:port');
     }
+    // Where it listens: an address, as for --host (a name would be resolved only at listen time, and fail there).
+    if (defaultHost !== undefined && host !== '' && isIP(host) === 0) {
+      return new ParseError('must be a port or IP:port (such as 9556 or 0.0.0.0:9556)');
+    }
     return { host, port: p };
   };
 
@@ -343,6 +347,10 @@ function crossFieldErrors(c: Partial<Config>): string[] {
       `${nameOf('proxyUpstream')} must be on loopback (the app in the same pod); got ${proxyUpstream.host.slice(0, 80)}; use 127.0.0.1, ::1 or localhost`,
     );
   }
+  // The sidecar would wait for its own listener to close, as if it were the app's.
+  if (proxyListen && proxyListen.port !== 0 && c.appPorts?.includes(proxyListen.port)) {
+    errors.push(`${nameOf('appPorts')} must not include the proxy's own ${flagOf('proxyListen')} ${proxyListen.port}`);
+  }
   if (proxyListen && proxyListen.port !== 0 && proxyListen.port === c.port) {
     errors.push(`${nameOf('proxyListen')} must not use the sidecar's own ${flagOf('port')} ${c.port}`);
   }
@@ -390,6 +398,9 @@ export function budgetWarnings(c: Config): string[] {
     warnings.push(
       `the default sleep of ${c.defaultSleepSeconds}s leaves the app ${appTime}s of a ${c.gracePeriodSeconds}s grace period; lower DRAIN_DEFAULT_SLEEP_SECONDS or raise terminationGracePeriodSeconds and DRAIN_GRACE_PERIOD_SECONDS together`,
     );
+  }
+  if (c.maxSleepSeconds === 0) {
+    warnings.push('DRAIN_MAX_SLEEP_SECONDS is 0: every /sleep and /drain is cut to 0 s, so the hooks hold nothing');
   }
   if (c.maxSleepSeconds > c.gracePeriodSeconds) {
     warnings.push(

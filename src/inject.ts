@@ -262,6 +262,12 @@ export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
   if (!['sleep', 'drain', 'proxy'].includes(mode)) {
     return fail(`annotation ${ANNOTATION}/mode is ${JSON.stringify(mode)}`, 'use sleep, drain or proxy');
   }
+  const unreadable = appContainers(spec).flatMap((c) =>
+    (c.ports ?? [])
+      .filter((p) => !Number.isInteger(p.containerPort))
+      .map((p) => `${c.name}'s containerPort ${JSON.stringify(p.containerPort)}`),
+  )[0];
+  if (unreadable) return fail(`${unreadable} is not a number`, 'write it as a number, as the API server requires');
   const ports = appPortsOf(w, services, o.appPorts);
   if (ports === undefined) {
     return fail(

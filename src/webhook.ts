@@ -83,6 +83,16 @@ export function review(body: unknown, options: InjectOptions, services: ServiceI
   const spec = pod?.spec as Workload['template']['spec'] | undefined;
   if (!pod || !spec || !Array.isArray(spec.containers))
     throw new ReviewError('the review of a pod has no object.spec.containers');
+  // The API server sends typed pods; anything else comes from a client that is not one.
+  const malformed = [...spec.containers, ...(Array.isArray(spec.initContainers) ? spec.initContainers : [])].find(
+    (c) =>
+      c === null ||
+      typeof c !== 'object' ||
+      typeof c.name !== 'string' ||
+      (c.ports !== undefined && (!Array.isArray(c.ports) || !c.ports.every((p) => Number.isInteger(p?.containerPort)))),
+  );
+  if (malformed !== undefined)
+    throw new ReviewError('a container of the pod is not an object with a name and numeric containerPorts');
   const metadata = (pod.metadata ?? {}) as Workload['template']['metadata'] & {
     name?: string;
     generateName?: string;

@@ -411,6 +411,13 @@ describe('drain-sidecar inject on real pod shapes', () => {
       expect(stderr.trim().split('\n')).toHaveLength(1);
       expect(stderr).toMatch(/^drain-sidecar inject: \(stdin\)/);
     }
+    // A containerPort the API server would refuse is named, not read as no port.
+    const stringPort = run(
+      ['inject', '-'],
+      'kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: a, ports: [{containerPort: "8080"}]}\n',
+    );
+    expect(stringPort.code).toBe(1);
+    expect(stringPort.stderr).toContain(`Pod/p: a's containerPort "8080" is not a number`);
     // Flow-style YAML is YAML, not broken JSON.
     const flow = run(
       ['inject', '-'],

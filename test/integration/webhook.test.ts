@@ -220,6 +220,17 @@ describe('the admission webhook', () => {
     expect(noUid).toMatchObject({ status: 400, body: { message: 'the review has no request.uid' } });
     const huge = await post('/mutate', Buffer.alloc(4 * 1024 * 1024, 'a'));
     expect(huge).toMatchObject({ status: 413, body: { error: 'too_large' } });
+    // Pods no API server would send: a null container, a containerPort that is a string.
+    const nullContainer = JSON.parse(reviewOf(replicaSetPod()));
+    nullContainer.request.object.spec.containers = [null];
+    const stringPort = JSON.parse(reviewOf(replicaSetPod()));
+    stringPort.request.object.spec.containers[0].ports = [{ containerPort: '8080' }];
+    for (const body of [nullContainer, stringPort]) {
+      expect(await post('/mutate', JSON.stringify(body))).toMatchObject({
+        status: 400,
+        body: { error: 'bad_review', message: 'a container of the pod is not an object with a name and numeric containerPorts' },
+      });
+    }
     const text = await post('/mutate', reviewOf(replicaSetPod()), 'text/plain');
     expect(text).toMatchObject({ status: 415, body: { error: 'unsupported_media_type' } });
     expect((await post('/nowhere', '{}')).status).toBe(404);

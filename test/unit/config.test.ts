@@ -85,6 +85,20 @@ describe('parseConfig', () => {
     }
   });
 
+  it('refuses what cannot work: the proxy listening on an app port or on a host name', () => {
+    const onApp = parseConfig(
+      { DRAIN_APP_PORTS: '8080', DRAIN_PROXY_LISTEN: '8080', DRAIN_PROXY_UPSTREAM: '127.0.0.1:9000' },
+      [],
+    );
+    expect(onApp).toMatchObject({
+      ok: false,
+      errors: [expect.stringContaining("must not include the proxy's own --proxy-listen 8080")],
+    });
+    const named = parseConfig({ DRAIN_PROXY_LISTEN: 'example.com:9556', DRAIN_PROXY_UPSTREAM: '127.0.0.1:8080' }, []);
+    expect(named).toMatchObject({ ok: false, errors: [expect.stringContaining('must be a port or IP:port')] });
+    expect(parseConfig({ DRAIN_PROXY_LISTEN: '[::]:9556', DRAIN_PROXY_UPSTREAM: '127.0.0.1:8080' }, []).ok).toBe(true);
+  });
+
   it('lets a flag win over its environment variable, in both flag spellings', () => {
     const result = parseConfig({ DRAIN_PORT: '8000', DRAIN_MAX_HOOKS: '5' }, ['--port', '8001', '--max-hooks=6']);
     expect(result).toMatchObject({ ok: true, config: { port: 8001, maxHooks: 6 } });
@@ -116,6 +130,11 @@ describe('budgetWarnings', () => {
     expect(budgetWarnings({ ...base.config, gracePeriodSeconds: 21, maxSleepSeconds: 20 })).toEqual([
       expect.stringContaining('leaves the app 1s'),
     ]);
+  });
+
+  it('warns when a maximum sleep of 0 turns every hook into no hook', () => {
+    const r = parseConfig({ DRAIN_MAX_SLEEP_SECONDS: '0', DRAIN_DEFAULT_SLEEP_SECONDS: '0' }, []);
+    expect(r).toMatchObject({ ok: true, warnings: [expect.stringContaining('the hooks hold nothing')] });
   });
 
   it('warns when the maximum sleep exceeds the grace period', () => {
