@@ -138,8 +138,11 @@ export class DrainProxy {
     });
     this.server = createServer(PROXY_SERVER_OPTIONS, (req, res) => this.#forward(req, res));
     this.server.on('upgrade', (req, socket, head) => this.#tunnel(req, socket as Socket, head));
-    boundConnections(this.server, deps.maxConnections, (reason) =>
-      deps.metrics.shedConnections.inc({ listener: 'proxy', reason }),
+    boundConnections(
+      this.server,
+      deps.maxConnections,
+      (reason) => deps.metrics.shedConnections.inc({ listener: 'proxy', reason }),
+      { tunnels: true },
     );
   }
 

@@ -32,7 +32,12 @@ export type ShedReason = 'evicted_idle' | 'all_busy';
  * Only when every connection has a request in progress (held hooks, tunnels) is the new one closed. Node's own
  * maxConnections would close the new one instead, so a few hundred idle sockets would keep the kubelet's hook out.
  */
-export function boundConnections(server: Server, max: number, shed: (reason: ShedReason) => void): void {
+export function boundConnections(
+  server: Server,
+  max: number,
+  shed: (reason: ShedReason) => void,
+  { tunnels = false }: { tunnels?: boolean } = {},
+): void {
   // Insertion order is idle-since order: the first entry has been idle longest.
   const idle = new Set<Socket>();
   const busy = new Set<Socket>();
@@ -66,7 +71,10 @@ export function boundConnections(server: Server, max: number, shed: (reason: She
       idle.add(socket);
     });
   });
-  server.on('upgrade', (req: IncomingMessage) => markBusy(req.socket));
+  // Only a server that serves tunnels listens for upgrades: with a listener, Node hands the socket over and never sees it
+  // again, so on the admin port 320 `Upgrade:` requests, half-closed by their clients, would hold its bound for good.
+  // Without one, Node answers such a request as an ordinary one, and the connection stays inside the eviction rule.
+  if (tunnels) server.on('upgrade', (req: IncomingMessage) => markBusy(req.socket));
 }
 
 /**

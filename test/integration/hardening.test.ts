@@ -204,6 +204,32 @@ describe('connection floods', () => {
     ).toBeGreaterThan(10_000);
   });
 
+  it.each([
+    ['an Upgrade request', 'GET /healthz HTTP/1.1\r\nHost: pod\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n'],
+    ['a CONNECT request', 'CONNECT pod:80 HTTP/1.1\r\nHost: pod:80\r\n\r\n'],
+    ['a request the parser rejects', 'GET /healthz HTTP/1.1\r\nHost: pod\r\nX: \u0001\r\n\r\n'],
+    ['a head larger than the parser takes', `GET /healthz HTTP/1.1\r\nHost: pod\r\nX: ${'a'.repeat(20_000)}\r\n\r\n`],
+  ])(
+    'serves /healthz and a hook with 10,000 connections held open after %s on the admin port',
+    {
+      timeout: 60_000,
+    },
+    async (_name, request) => {
+      const sidecar = stopAfter(await startSidecarProcess());
+      // Each client sends its request and half-closes, as the reported attack did, leaving its side to the server.
+      const sockets = await flood(sidecar.port, 10_000, request);
+      for (const s of sockets) s.end();
+      await new Promise((r) => setTimeout(r, 500));
+      for (const wait of [0, 1000]) {
+        await new Promise((r) => setTimeout(r, wait));
+        expect((await within(5000, '/healthz', get(sidecar.port, '/healthz'))).status).toBe(200);
+        const hook = await within(5000, 'the hook', get(sidecar.port, '/sleep?s=0.2'));
+        expect(hook.status).toBe(200);
+        expect(hook.ms).toBeGreaterThanOrEqual(200);
+      }
+    },
+  );
+
   it('keeps the admin port healthy and serves a new proxy client with 10,000 idle connections on the proxy port', {
     timeout: 60_000,
   }, async () => {
