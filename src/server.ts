@@ -8,6 +8,7 @@ import {
   type ServerOptions,
   type ServerResponse,
 } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 
@@ -28,47 +29,61 @@ export type ShedReason = 'evicted_idle' | 'all_busy';
 
 /**
  * Holds at most max connections without letting idle ones lock out new clients. Past max, a new connection closes the
- * one idle longest: no request in progress (never sent one, between keep-alive requests, or still trickling its head).
- * Only when every connection has a request in progress (held hooks, tunnels) is the new one closed. Node's own
- * maxConnections would close the new one instead, so a few hundred idle sockets would keep the kubelet's hook out.
+ * one idle longest: no request in progress (never sent one, between keep-alive requests, still trickling its head, or
+ * for TLS still in its handshake). Only when every connection has a request in progress (held hooks, tunnels) is the
+ * new one closed. Node's own maxConnections would close the new one instead, so a few hundred idle sockets would keep
+ * the kubelet's hook out. A connection is known by its peer's address and port, which the TCP socket of the
+ * 'connection' event and the TLS socket a request arrives on share.
  */
 export function boundConnections(
-  server: Server,
+  server: Server | HttpsServer,
   max: number,
   shed: (reason: ShedReason) => void,
   { tunnels = false }: { tunnels?: boolean } = {},
 ): void {
   // Insertion order is idle-since order: the first entry has been idle longest.
-  const idle = new Set<Socket>();
-  const busy = new Set<Socket>();
+  const idle = new Map<string, Socket>();
+  const busy = new Map<string, Socket>();
+  const keyOf = (socket: Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
   const markBusy = (socket: Socket) => {
-    idle.delete(socket);
-    busy.add(socket);
+    const key = keyOf(socket);
+    const raw = idle.get(key) ?? busy.get(key);
+    if (!raw) return;
+    idle.delete(key);
+    busy.set(key, raw);
   };
   server.on('connection', (socket: Socket) => {
+    // Already reset by its peer: nothing to hold, and no address to know it by.
+    if (socket.remoteAddress === undefined) {
+      socket.destroy();
+      return;
+    }
     if (idle.size + busy.size >= max) {
-      const oldest = idle.values().next().value;
+      const oldest = idle.entries().next().value;
       if (!oldest) {
         shed('all_busy');
         socket.destroy();
         return;
       }
       shed('evicted_idle');
-      idle.delete(oldest);
-      oldest.destroy();
+      idle.delete(oldest[0]);
+      oldest[1].destroy();
     }
-    idle.add(socket);
+    const key = keyOf(socket);
+    idle.set(key, socket);
     socket.once('close', () => {
-      idle.delete(socket);
-      busy.delete(socket);
+      if (idle.get(key) === socket) idle.delete(key);
+      if (busy.get(key) === socket) busy.delete(key);
     });
   });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const socket = req.socket;
-    markBusy(socket);
+    const key = keyOf(req.socket);
+    markBusy(req.socket);
     res.once('close', () => {
-      if (socket.destroyed || !busy.delete(socket)) return;
-      idle.add(socket);
+      const raw = busy.get(key);
+      if (!raw || raw.destroyed) return;
+      busy.delete(key);
+      idle.set(key, raw);
     });
   });
   // Only a server that serves tunnels listens for upgrades: with a listener, Node hands the socket over and never sees it

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { type Edit, IMAGE, type InjectOptions, inject, type ServiceInfo, type Workload } from './inject.js';
 import { exposition, METRIC_PREFIX } from './metrics.js';
-import { listen } from './server.js';
+import { boundConnections, listen } from './server.js';
 
 export const OPT_IN_LABEL = 'drain-sidecar.dev/inject';
 // A Pod object stays far below this (etcd refuses objects above 1.5 MiB); the API server sends the pod and its old copy.
@@ -20,8 +20,14 @@ const MAX_BODY_BYTES = 3 * 1024 * 1024;
 // Reviews in progress at once; the API server retries nothing, so a refusal here means a pod without the sidecar.
 const MAX_CONCURRENT_REVIEWS = 256;
 const MAX_CONNECTIONS = 1024;
-// Well under the webhook's timeoutSeconds (5 in k8s/webhook/): a slow client is cut before the API server gives up.
-const SERVER_OPTIONS = { headersTimeout: 3_000, requestTimeout: 4_000, connectionsCheckingInterval: 1_000 };
+// Well under the webhook's timeoutSeconds (5 in k8s/webhook/): a slow client is cut before the API server gives up. The
+// TLS handshake too: a connection that never starts one would otherwise hold its place for two minutes.
+const SERVER_OPTIONS = {
+  headersTimeout: 3_000,
+  requestTimeout: 4_000,
+  connectionsCheckingInterval: 1_000,
+  handshakeTimeout: 3_000,
+};
 
 export const REVIEW_OUTCOMES = ['injected', 'unchanged', 'not_selected', 'skipped', 'refused', 'invalid'] as const;
 export type ReviewOutcome = (typeof REVIEW_OUTCOMES)[number];
@@ -134,6 +140,13 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [registry],
   });
+  const shedConnections = new Counter({
+    name: `${METRIC_PREFIX}webhook_shed_connections_total`,
+    help: 'Connections closed to keep the connection bound: evicted_idle (the one idle longest, for a new one), all_busy (the new one, every other had a review in progress).',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  for (const reason of ['evicted_idle', 'all_busy']) shedConnections.inc({ reason }, 0);
   const options: InjectOptions = { mode: 'sleep', image: config.image, regular: false, replaceHooks: false };
   let inFlight = 0;
   let stopping = false;
@@ -195,9 +208,9 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
   const readTls = () => ({ cert: readFileSync(config.certFile), key: readFileSync(config.keyFile) });
   let loaded = readTls();
   const server: Server = createServer({ ...SERVER_OPTIONS, ...loaded }, getRequestListener(app.fetch));
-  // The API servers are its only clients: past the bound a new connection is refused, and the pod is allowed without the
-  // sidecar (failurePolicy: Ignore). Node's own bound, since a TLS request's socket is not the one 'connection' saw.
-  server.maxConnections = MAX_CONNECTIONS;
+  // Past the bound a new connection closes the one idle longest (in its handshake or between reviews), as on the
+  // sidecar's admin port: idle or silent clients cannot keep the API servers out.
+  boundConnections(server, MAX_CONNECTIONS, (reason) => shedConnections.inc({ reason }));
 
   /** Re-reads the TLS files; a new pair applies to the next handshake, connections open keep theirs. */
   const reload = (): boolean => {

@@ -11,11 +11,11 @@ import fastJsonPatch from 'fast-json-patch';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { makeCertificate as makeCertificateFiles } from '../../bench/lab.mjs';
+import { flood, makeCertificate as makeCertificateFiles } from '../../bench/lab.mjs';
 import type { PodSpec } from '../../src/inject.js';
 import { createWebhook } from '../../src/webhook.js';
 import { expectConsistentPod, type Manifest, validate } from '../kube.js';
-import { EXECUTABLE } from '../process.js';
+import { EXECUTABLE, within } from '../process.js';
 
 const { applyPatch } = fastJsonPatch;
 const dir = mkdtempSync(join(tmpdir(), 'webhook-'));
@@ -235,6 +235,18 @@ describe('the admission webhook', () => {
     expect(text).toMatchObject({ status: 415, body: { error: 'unsupported_media_type' } });
     expect((await post('/nowhere', '{}')).status).toBe(404);
     expect(responseOf(await post('/mutate', reviewOf(replicaSetPod()))).patchType).toBe('JSONPatch');
+  });
+
+  it('serves a new client while 1,100 connections never start TLS, and closes those after the handshake bound', {
+    timeout: 30_000,
+  }, async () => {
+    const silent = await flood(port, 1_100);
+    const closed = Promise.all(silent.map((s) => new Promise((done) => (s.destroyed ? done(0) : s.once('close', done)))));
+    const answer = await within(3000, 'a review', post('/mutate', reviewOf(replicaSetPod())));
+    expect(responseOf(answer).patchType).toBe('JSONPatch');
+    await within(8000, 'the silent connections to be closed', closed);
+    const shed = await webhook.registry.getSingleMetricAsString('drain_sidecar_webhook_shed_connections_total');
+    expect(shed).toMatch(/drain_sidecar_webhook_shed_connections_total\{reason="evicted_idle"\} [1-9]/);
   });
 
   it('presents a rotated certificate at the next handshake, without a restart', async () => {
