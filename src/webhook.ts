@@ -19,6 +19,9 @@ export const OPT_IN_LABEL = 'drain-sidecar.dev/inject';
 const MAX_BODY_BYTES = 3 * 1024 * 1024;
 // Reviews in progress at once; the API server retries nothing, so a refusal here means a pod without the sidecar.
 const MAX_CONCURRENT_REVIEWS = 256;
+// Bytes of reviews in progress at once: a review parsed takes several times its size, so 64 reviews of 3 MiB would take
+// the webhook past its memory limit. Typical pods are a few KiB, so this bound is met only by outsized ones.
+const MAX_BYTES_IN_FLIGHT = 8 * 1024 * 1024;
 const MAX_CONNECTIONS = 1024;
 // Well under the webhook's timeoutSeconds (5 in k8s/webhook/): a slow client is cut before the API server gives up. The
 // TLS handshake too: a connection that never starts one would otherwise hold its place for two minutes.
@@ -149,6 +152,7 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
   for (const reason of ['evicted_idle', 'all_busy']) shedConnections.inc({ reason }, 0);
   const options: InjectOptions = { mode: 'sleep', image: config.image, regular: false, replaceHooks: false };
   let inFlight = 0;
+  let bytesInFlight = 0;
   let stopping = false;
 
   const app = new Hono();
@@ -172,7 +176,18 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
       if (inFlight >= MAX_CONCURRENT_REVIEWS) {
         return error(429, 'busy', `${inFlight} reviews are in progress`, 'the API server allows the pod (failurePolicy: Ignore)');
       }
+      // The API server sends the length; a body without one is counted at the most it may be.
+      const length = Number(c.req.header('content-length') ?? MAX_BODY_BYTES) || MAX_BODY_BYTES;
+      if (bytesInFlight > 0 && bytesInFlight + length > MAX_BYTES_IN_FLIGHT) {
+        return error(
+          429,
+          'busy',
+          `${bytesInFlight} bytes of reviews are in progress`,
+          'the API server allows the pod (failurePolicy: Ignore)',
+        );
+      }
       inFlight++;
+      bytesInFlight += length;
       try {
         let body: unknown;
         try {
@@ -194,6 +209,7 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
         return error(400, 'bad_review', err.message, 'send an AdmissionReview of admission.k8s.io/v1 with a request');
       } finally {
         inFlight--;
+        bytesInFlight -= length;
       }
     },
   );

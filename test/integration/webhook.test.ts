@@ -249,6 +249,22 @@ describe('the admission webhook', () => {
     expect(shed).toMatch(/drain_sidecar_webhook_shed_connections_total\{reason="evicted_idle"\} [1-9]/);
   });
 
+  it('bounds the bytes of reviews in progress: outsized reviews at once get 429 with JSON, and it keeps serving', {
+    timeout: 30_000,
+  }, async () => {
+    const big = JSON.parse(reviewOf(replicaSetPod({ annotations: { 'example.com/blob': 'a'.repeat(2_900_000) } })));
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, () => post('/mutate', JSON.stringify(big)).catch((err: Error) => ({ status: 0, body: { err } }))),
+    );
+    expect(answers.filter((a) => a.status === 200).length).toBeGreaterThan(0);
+    // Refused before its body is read, a client may see the 429 or, still sending, a reset.
+    const refused = answers.filter((a) => a.status !== 200);
+    expect(refused.length).toBeGreaterThan(0);
+    for (const a of refused.filter((r) => r.status === 429))
+      expect(a.body).toMatchObject({ error: 'busy', message: expect.stringContaining('bytes of reviews') });
+    expect(responseOf(await post('/mutate', reviewOf(replicaSetPod()))).patchType).toBe('JSONPatch');
+  });
+
   it('presents a rotated certificate at the next handshake, without a restart', async () => {
     expect((await post('/mutate', reviewOf(replicaSetPod()))).fingerprint).toBe(firstFingerprint);
     const second = makeCertificate('drain-sidecar-webhook-2');
