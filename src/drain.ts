@@ -1,5 +1,5 @@
 // Drain episodes: the state machine behind the hook endpoints. An episode opens with the first hook call (or SIGTERM)
-// and closes when the last hook call in it returns; every wait in it is capped by the grace budget that began with it.
+// and closes when the last hook call in it returns; every wait in it is capped by a grace period from the call's start.
 
 import type { Logger } from 'pino';
 import { type Clock, delay, toSeconds } from './clock.js';
@@ -193,10 +193,15 @@ export class Drain {
     this.#deps.metrics.hookCalls.inc({ endpoint, outcome });
   }
 
-  /** Holds a hook call within the current episode (opening one if needed), capped by the episode's grace budget. */
+  /**
+   * Holds a hook call within the current episode (opening one if needed), capped by a grace period from its own start.
+   * Not from the episode's start: a call without the token (when none is set) may have opened the episode seconds
+   * before the real termination, and the kubelet's own hook call must still be held as long as its grace period allows.
+   */
   async hold(req: HoldRequest): Promise<HoldResult> {
-    const { clock, metrics } = this.#deps;
+    const { clock, metrics, gracePeriodSeconds } = this.#deps;
     const episode = this.begin('hook');
+    episode.budgetEndsAt = Math.max(episode.budgetEndsAt, clock.now() + gracePeriodSeconds * 1000);
     this.#inProgress++;
     episode.maxHooksInProgress = Math.max(episode.maxHooksInProgress, this.#inProgress);
     metrics.hooksInProgress.set(this.#inProgress);
@@ -204,7 +209,7 @@ export class Drain {
     this.#changed();
 
     const start = clock.now();
-    const reason = await this.#wait(req, episode.budgetEndsAt - start);
+    const reason = await this.#wait(req, gracePeriodSeconds * 1000);
     const waitedSeconds = toSeconds(clock.now() - start);
     const outcome: HookOutcome =
       reason === 'caller_gone' ? 'caller_gone' : req.malformed ? 'malformed' : req.clamped ? 'clamped' : 'ok';

@@ -77,11 +77,14 @@ export class Shutdown {
     this.#sigtermAt = now;
     metrics.terminating.set(1);
     const graceMs = config.gracePeriodSeconds * 1000;
-    // A native sidecar hears SIGTERM only after the app has exited, late in the termination its hook call began; the
-    // kubelet's SIGKILL is due a grace period after that start, not after this signal.
-    const inTermination = drain.inTermination();
-    const terminationStart = inTermination ? drain.lastStartedAt : now;
-    if (!inTermination) drain.begin('sigterm');
+    // SIGTERM is the one sure sign of a termination. A regular sidecar hears it as the hooks start, with the app still
+    // listening (or a hook in progress): the kubelet's SIGKILL is due a grace period from now. A native sidecar hears it
+    // only after the app has exited, late in the termination the latest episode began: SIGKILL is due a grace period
+    // from that start. Only then is the episode's start believed, so a hook call without the token seconds before the
+    // real termination cannot move the deadline earlier.
+    const late = drain.inTermination() && drain.hooksInProgress === 0 && this.#deps.appStopped();
+    const terminationStart = late ? drain.lastStartedAt : now;
+    if (!drain.inTermination()) drain.begin('sigterm');
     this.#deadline = terminationStart + graceMs - EXIT_MARGIN_MS;
     this.#holdUntil = now + config.shutdownHoldSeconds * 1000;
     log.info(

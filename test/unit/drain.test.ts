@@ -87,16 +87,20 @@ describe('Drain', () => {
     expect(lines.find((l) => l.msg === 'hook call finished')?.level).toBe('warn');
   });
 
-  it('cuts every wait at the grace budget that began with the episode', async () => {
-    const { hold, finished } = setup(30);
-    const first = hold(25);
+  it('cuts a wait at a grace period from its own start, never at the budget of the call that opened the episode', async () => {
+    const { hold, finished } = setup(10);
+    // A caller without the token opens the episode 7 s before the kubelet's own hook call.
+    const early = hold(8);
+    await vi.advanceTimersByTimeAsync(7000);
+    const kubelet = hold(5);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(await early).toMatchObject({ reason: 'elapsed', waitedSeconds: 8 });
+    expect(await kubelet).toMatchObject({ outcome: 'ok', reason: 'elapsed', waitedSeconds: 5 });
+    // Longer than the grace period it is cut there.
+    const long = hold(25);
     await vi.advanceTimersByTimeAsync(10_000);
-    // A retried hook call (hooks are at-least-once) cannot stretch the episode past the grace period.
-    const retry = hold(25);
-    await vi.advanceTimersByTimeAsync(20_000);
-    expect(await first).toMatchObject({ reason: 'elapsed', waitedSeconds: 25 });
-    expect(await retry).toMatchObject({ outcome: 'ok', reason: 'budget', waitedSeconds: 20 });
-    expect(finished()).toEqual([expect.objectContaining({ reason: 'budget', durationSeconds: 30 })]);
+    expect(await long).toMatchObject({ reason: 'budget', waitedSeconds: 10 });
+    expect(finished().map((l) => l.reason)).toEqual(['elapsed', 'budget']);
   });
 
   it('starts a new episode, with a new budget, for a hook call after the last one ended', async () => {

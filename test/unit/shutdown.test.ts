@@ -106,16 +106,35 @@ describe('Shutdown', () => {
   });
 
   it('as a native sidecar, SIGTERMed after the app exited, counts the deadline from the hook call that began the termination', async () => {
-    const { shutdown, exit, app, sleep, finished } = setup({ grace: 30 });
+    const { shutdown, exit, sleep, scrapes, finished } = setup({ grace: 30, finalScrape: 15 });
+    // Scraped before, so it would wait 15 s for a final scrape: the deadline, 9 s after this SIGTERM, comes first.
+    scrapes.served(performance.now());
     const hook = sleep(20);
     await vi.advanceTimersByTimeAsync(20_000);
     await hook;
     await vi.advanceTimersByTimeAsync(1000);
-    app.listening = true;
     shutdown.sigterm();
     expect(await msUntilExit(exit)).toBe(8000);
     // The SIGTERM belonged to the episode already logged: no second, empty episode.
     expect(finished()).toHaveLength(1);
+  });
+
+  it('as a regular sidecar, counts the deadline from SIGTERM, however recently a hook call without the token came', async () => {
+    const { shutdown, exit, app, sleep } = setup({ grace: 10, hold: 0 });
+    // Seven seconds before the real termination, a caller without the token ends a hook call at once.
+    const early = sleep(0);
+    await vi.advanceTimersByTimeAsync(7000);
+    await early;
+    // The termination: the app still listens when the sidecar hears SIGTERM, and the kubelet's hook call follows.
+    app.listening = true;
+    shutdown.sigterm();
+    const hook = sleep(5);
+    await vi.advanceTimersByTimeAsync(4000);
+    expect(exit).not.toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(await hook).toMatchObject({ reason: 'elapsed', waitedSeconds: 5 });
+    app.listening = false;
+    expect(await msUntilExit(exit)).toBeLessThanOrEqual(100);
   });
 
   it('opens its own episode when SIGTERM comes long after the last drain', async () => {
