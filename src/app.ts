@@ -89,6 +89,33 @@ export function hookAdmission({ config, drain }: Pick<AppDeps, 'config' | 'drain
   };
 }
 
+/** The hook endpoint a path not found was likely meant for: the same name but for case, slashes or an escape, or one
+ * letter off. */
+export function hookTypo(pathname: string): HookEndpoint | undefined {
+  let name: string;
+  try {
+    name = decodeURIComponent(pathname);
+  } catch {
+    name = pathname;
+  }
+  name = name.toLowerCase().replace(/^[/\\]+|[/\\]+$/g, '');
+  return (['sleep', 'drain'] as const).find((endpoint) => withinOneEdit(name, endpoint));
+}
+
+function withinOneEdit(a: string, b: string): boolean {
+  if (Math.abs(a.length - b.length) > 1) return false;
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  // One substitution, insertion, deletion or swap of neighbours after the common start.
+  const rest = (x: string, y: string) => x === y;
+  return (
+    rest(a.slice(i + 1), b.slice(i + 1)) ||
+    rest(a.slice(i), b.slice(i + 1)) ||
+    rest(a.slice(i + 1), b.slice(i)) ||
+    (a[i] === b[i + 1] && a[i + 1] === b[i] && rest(a.slice(i + 2), b.slice(i + 2)))
+  );
+}
+
 export function createApp(deps: AppDeps): Hono<Env> {
   const { config, clock, drain, connections, proxy, metrics, registry, scrapes, log, isTerminating } = deps;
   const admit = hookAdmission(deps);
@@ -230,8 +257,23 @@ export function createApp(deps: AppDeps): Hono<Env> {
     });
   }
 
-  app.notFound((c) => {
+  app.notFound(async (c) => {
     metrics.invalidRequests.inc({ reason: 'not_found' });
+    // A typo in the hook's path is the likeliest one (`/sleep/`, `/SLEEP`, `/%2fsleep`, `/slep`): held for the default
+    // like a malformed call, so that it still protects the pod, then answered 404 with what was meant.
+    const meant = c.req.method === 'GET' ? hookTypo(new URL(c.req.url).pathname) : undefined;
+    if (meant) {
+      admitHook(c, meant);
+      const plan = {
+        ms: config.defaultSleepSeconds * 1000,
+        clamped: false,
+        problems: [`no endpoint at ${c.req.path.slice(0, 100)}; the hook endpoint is /${meant}`],
+        requested: {},
+        fallback: `the default ${config.defaultSleepSeconds}s, e.g. /${meant}${meant === 'sleep' ? '?s=20' : '?max=20'}`,
+      };
+      const held = await holdHook(c, meant, plan, () => ({}));
+      return new Response(held.body, { status: 404, headers: held.headers });
+    }
     return answer(c, new HttpError(404, 'not_found', `no endpoint at this path`, `use one of ${ROUTES.join(', ')}`));
   });
 

@@ -40,6 +40,24 @@ describe('hook endpoints', () => {
     expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="malformed"}')).toBe(1);
   });
 
+  it.each(['/sleep/', '/SLEEP', '/%2fsleep', '/slep?s=20', '/Drain'])(
+    'holds a hook path with a typo (%s) for the default sleep, then answers 404 naming the endpoint',
+    async (path) => {
+      const { port } = await startSidecar({ DRAIN_DEFAULT_SLEEP_SECONDS: '0.4' });
+      const answer = await get(port, path);
+      expect(answer.status).toBe(404);
+      expect(answer.ms).toBeGreaterThanOrEqual(390);
+      const endpoint = path.toLowerCase().includes('drain') ? 'drain' : 'sleep';
+      expect(answer.json()).toMatchObject({
+        error: 'bad_request',
+        endpoint,
+        message: expect.stringContaining(`the hook endpoint is /${endpoint}`),
+      });
+      expect(answer.json().hint).toContain('held for the default 0.4s');
+      expect(await metric(port, `drain_sidecar_hook_calls_total{endpoint="${endpoint}",outcome="malformed"}`)).toBe(1);
+    },
+  );
+
   it('clamps a sleep above the maximum, logs and counts it', async () => {
     const { port, lines } = await startSidecar({ DRAIN_DEFAULT_SLEEP_SECONDS: '0.1', DRAIN_MAX_SLEEP_SECONDS: '0.3' });
     const answer = await get(port, '/sleep?s=600');
@@ -125,7 +143,7 @@ describe('probes, status and errors', () => {
 
   it('answers unknown paths 404 and wrong methods 405, with JSON bodies, and counts them', async () => {
     const { port } = await startSidecar();
-    const missing = await get(port, '/slep?s=20');
+    const missing = await get(port, '/nowhere');
     expect(missing.status).toBe(404);
     expect(missing.json()).toMatchObject({ error: 'not_found', hint: expect.stringContaining('/sleep') });
     const post = await get(port, '/sleep?s=1', {}, undefined, 'POST');
