@@ -166,7 +166,7 @@ export const METRIC_SPECS = {
   proxyRequests: {
     name: `${METRIC_PREFIX}proxy_requests_total`,
     type: 'counter',
-    help: 'Proxy mode: requests answered, by status class; aborted: the client went away first.',
+    help: 'Proxy mode: requests answered, by status class (a tunnel the app accepted with 101 is 1xx); aborted: the client went away first.',
     labels: { code: PROXY_CODES },
     proxyOnly: true,
   },

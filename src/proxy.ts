@@ -103,6 +103,25 @@ function upstreamReason(err: NodeJS.ErrnoException): UpstreamReason {
 const timeoutError = () => Object.assign(new Error('upstream timeout'), { code: 'UPSTREAM_TIMEOUT' });
 
 /** The status class label of an answer. */
+/**
+ * The request target as the app gets it: origin form (`/path?query`). A request in absolute form (`GET http://host/x`,
+ * which servers must accept) names its host in the target, and that host wins over a Host header (RFC 9112 section
+ * 3.2.2): both reach the app as origin form and one Host, so the app and the proxy cannot disagree on either.
+ */
+function target(req: IncomingMessage): { path: string; host: string | undefined } {
+  const url = req.url ?? '/';
+  if (url.startsWith('/') || url === '*') return { path: url, host: req.headers.host };
+  try {
+    const parsed = new URL(url);
+    return { path: `${parsed.pathname}${parsed.search}`, host: parsed.host };
+  } catch {
+    return { path: url, host: req.headers.host };
+  }
+}
+
+// Answers that never carry a body, whatever the app sends after their head.
+const bodiless = (method: string | undefined, status: number) => method === 'HEAD' || status === 204 || status === 304;
+
 const codeClass = (status: number): ProxyCode =>
   status >= 100 && status < 600 ? (`${Math.floor(status / 100)}xx` as ProxyCode) : '5xx';
 
@@ -189,12 +208,14 @@ export class DrainProxy {
   /** The request's headers as the app gets them: hop-by-hop ones dropped, X-Forwarded-* added. */
   #upstreamHeaders(req: IncomingMessage): Record<string, string | string[]> {
     const headers = forwardable(req.headers);
+    const { host } = target(req);
+    if (host !== undefined) headers.host = host;
     const peer = req.socket.remoteAddress ?? '';
     const prior = req.headers['x-forwarded-for'];
     headers['x-forwarded-for'] = prior ? `${prior}, ${peer}` : peer;
     // A load balancer that terminated TLS sets these for the app; the proxy's port is reachable by it alone (see README).
     headers['x-forwarded-proto'] ??= 'http';
-    if (req.headers.host) headers['x-forwarded-host'] ??= req.headers.host;
+    if (host) headers['x-forwarded-host'] ??= host;
     return headers;
   }
 
@@ -255,7 +276,7 @@ export class DrainProxy {
     };
     this.#pool.dispatch(
       {
-        path: req.url ?? '/',
+        path: target(req).path,
         method: req.method ?? 'GET',
         headers: this.#upstreamHeaders(req),
         body,
@@ -277,17 +298,27 @@ export class DrainProxy {
           if (inTermination()) out.connection = 'close';
           res.writeHead(status, statusMessage, out);
           answered = codeClass(status);
+          // Complete with its head: bytes the app sends after it are no body of it, and must not cost the client it.
+          if (bodiless(req.method, status)) res.end();
         },
         onResponseData: (controller, chunk) => {
+          if (res.writableEnded) return;
           if (res.write(chunk)) return;
           controller.pause();
           res.once('drain', () => controller.resume());
         },
-        onResponseEnd: () => res.end(),
+        onResponseEnd: () => {
+          if (!res.writableEnded) res.end();
+        },
         onResponseError: (_controller, err: Error) => {
           clearTimeout(timer);
           // The client went away first and the request to the app was aborted for it: nothing failed on the app's side.
           if (done) return;
+          // The answer was complete (a 204 the app followed with stray bytes): the app misbehaved, the client has it all.
+          if (res.writableEnded) {
+            metrics.proxyUpstreamErrors.inc({ reason: upstreamReason(err) });
+            return;
+          }
           if (res.headersSent) return cutOff(err);
           if ((err as NodeJS.ErrnoException).code === 'UND_ERR_INVALID_ARG') {
             // undici refuses what it cannot write as HTTP (a character Node's parser let through in a header).
@@ -384,13 +415,14 @@ export class DrainProxy {
     headers.upgrade = String(req.headers.upgrade);
     let up: ReturnType<typeof request>;
     try {
-      up = request({ ...upstream, method: req.method, path: req.url, headers, agent: false, timeout: timeoutMs });
+      up = request({ ...upstream, method: req.method, path: target(req).path, headers, agent: false, timeout: timeoutMs });
     } catch {
       reject('the request cannot be forwarded as HTTP/1.1', 'send valid header names and values');
       return;
     }
     up.on('timeout', () => up.destroy(timeoutError()));
     up.on('upgrade', (answer, app, appHead) => {
+      this.#deps.metrics.proxyRequests.inc({ code: codeClass(answer.statusCode ?? 101) });
       const lines = [`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage}`];
       for (let i = 0; i < answer.rawHeaders.length; i += 2) lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
       client.write(`${lines.join('\r\n')}\r\n\r\n`);

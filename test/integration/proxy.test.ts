@@ -120,7 +120,7 @@ describe('proxy mode', () => {
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: Upgrade\r\nx-seen-path: ${req.url}\r\n\r\n`);
       socket.on('data', (d) => socket.write(Buffer.concat([Buffer.from('echo:'), d])));
     });
-    const { proxyPort } = await startProxy(await listenLocal(app));
+    const { proxyPort, port } = await startProxy(await listenLocal(app));
     const socket = connect(proxyPort, '127.0.0.1');
     onCleanup(() => socket.destroy());
     let received = '';
@@ -132,6 +132,8 @@ describe('proxy mode', () => {
     expect(received).toContain('x-seen-path: /ws');
     socket.write('ping');
     await vi.waitFor(() => expect(received).toContain('echo:ping'), { timeout: 3000 });
+    // The tunnel counts as a request, answered 1xx.
+    expect(await metric(port, 'drain_sidecar_proxy_requests_total{code="1xx"}')).toBe(1);
   });
 
   it('removes hop-by-hop headers and adds X-Forwarded-For, -Proto and -Host', async () => {
