@@ -3,7 +3,7 @@ import type { Agent } from 'node:http';
 import type { Socket } from 'node:net';
 
 export function makeCertificate(certFile: string, keyFile: string, cn?: string): void;
-export function flood(port: number, n: number, send?: string): Promise<Socket[]>;
+export function flood(port: number, n: number, send?: string, localAddress?: string): Promise<Socket[]>;
 export function startSidecar(
   exe: string,
   env?: Record<string, string>,

@@ -16,7 +16,7 @@ export function makeCertificate(certFile, keyFile, cn = 'localhost') {
  * Opens n connections to 127.0.0.1:port in batches of 500 (the accept queue is finite); each writes `send` once
  * connected, when given. Resolves with the sockets once every one has connected or failed.
  */
-export async function flood(port, n, send) {
+export async function flood(port, n, send, localAddress) {
   const sockets = [];
   for (let i = 0; i < n; i += 500) {
     await Promise.all(
@@ -24,7 +24,7 @@ export async function flood(port, n, send) {
         { length: Math.min(500, n - i) },
         () =>
           new Promise((resolve) => {
-            const s = connect(port, '127.0.0.1');
+            const s = connect({ port, host: '127.0.0.1', localAddress });
             sockets.push(s);
             s.on('error', () => resolve());
             s.on('close', () => resolve());

@@ -2,13 +2,14 @@
 // (onError).
 
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { HttpBindings } from '@hono/node-server';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { getPath } from 'hono/utils/url';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { Clock } from './clock.js';
+import { type Clock, delay } from './clock.js';
 import { type Config, redactConfig } from './config.js';
 import type { Connections } from './connections.js';
 import { type Drain, idleRule } from './drain.js';
@@ -40,6 +41,8 @@ export interface AppDeps {
   scrapes: Scrapes;
   log: Logger;
   isTerminating: () => boolean;
+  /** Marks a held connection one a new connection may close (see boundConnections). */
+  evictable?: (socket: Socket) => void;
 }
 
 const ROUTES = ['/sleep', '/drain', '/healthz', '/readyz', '/metrics', '/status'] as const;
@@ -124,9 +127,22 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>({ getPath: (req) => getPath(req).replace(/^\/{2,}/, '/') });
 
   /** Answers at once, before anything is held or any state changes. */
-  const admitHook = (c: Context<Env>, endpoint: HookEndpoint) => {
+  /**
+   * A call past the bound of hooks still protects the pod where it can: it is held as long as a malformed call (a
+   * socket and a timer, not a slot; its connection one a new client may close), then answered 429.
+   */
+  const admitHook = async (c: Context<Env>, endpoint: HookEndpoint) => {
     const refusal = admit(endpoint, c.req.header('authorization'));
-    if (refusal) throw refusal;
+    if (!refusal) return;
+    if (refusal.status === 429) {
+      const socket = c.env?.incoming?.socket;
+      if (socket) deps.evictable?.(socket);
+      const ms = Math.min(config.defaultSleepSeconds, config.gracePeriodSeconds) * 1000;
+      await delay(clock, ms, c.req.raw.signal);
+      const held = `held ${ms / 1000}s first, as a malformed call is; ${refusal.hint}`;
+      throw new HttpError(refusal.status, refusal.code, refusal.message, held, refusal.headers);
+    }
+    throw refusal;
   };
 
   /** What a hook call asks for, after parsing: problems and clamping are reported, and the pod is held anyway. */
@@ -172,7 +188,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   };
 
   app.get('/sleep', async (c) => {
-    admitHook(c, 'sleep');
+    await admitHook(c, 'sleep');
     const p = parseSleepParams(new URL(c.req.url).searchParams, config);
     const plan = {
       ms: p.seconds * 1000,
@@ -185,7 +201,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   });
 
   app.get('/drain', async (c) => {
-    admitHook(c, 'drain');
+    await admitHook(c, 'drain');
     const p = parseDrainParams(new URL(c.req.url).searchParams, config);
     const start = clock.now();
     const traffic = connections.traffic(start);
@@ -263,7 +279,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     // like a malformed call, so that it still protects the pod, then answered 404 with what was meant.
     const meant = c.req.method === 'GET' ? hookTypo(new URL(c.req.url).pathname) : undefined;
     if (meant) {
-      admitHook(c, meant);
+      await admitHook(c, meant);
       const plan = {
         ms: config.defaultSleepSeconds * 1000,
         clamped: false,

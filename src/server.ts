@@ -40,7 +40,7 @@ export function boundConnections(
   max: number,
   shed: (reason: ShedReason) => void,
   { tunnels = false }: { tunnels?: boolean } = {},
-): void {
+): { evictable: (socket: Socket) => void } {
   // Insertion order is idle-since order: the first entry has been idle longest.
   const idle = new Map<string, Socket>();
   const busy = new Map<string, Socket>();
@@ -90,11 +90,21 @@ export function boundConnections(
   // again, so on the admin port 320 `Upgrade:` requests, half-closed by their clients, would hold its bound for good.
   // Without one, Node answers such a request as an ordinary one, and the connection stays inside the eviction rule.
   if (tunnels) server.on('upgrade', (req: IncomingMessage) => markBusy(req.socket));
+  return {
+    /** A request in progress that a new connection may close, as if idle: a hook call held past the bound of hooks. */
+    evictable: (socket: Socket) => {
+      const key = keyOf(socket);
+      const raw = busy.get(key);
+      if (!raw) return;
+      busy.delete(key);
+      idle.set(key, raw);
+    },
+  };
 }
 
 /**
  * The admin server: hono's request listener behind `intercept`, which answers what the API cannot read (true when it
- * did), with the connection bound above the hook bound.
+ * did), with the connection bound above the hook bound; evictable marks a held connection a new one may close.
  */
 export function createServer(
   app: { fetch: Parameters<typeof getRequestListener>[0] },
@@ -103,13 +113,15 @@ export function createServer(
     shed,
     intercept,
   }: { maxHooks: number; shed: (reason: ShedReason) => void; intercept: (req: IncomingMessage, res: ServerResponse) => boolean },
-): Server {
+): { server: Server; evictable: (socket: Socket) => void } {
   const listener = getRequestListener(app.fetch);
-  const server = createHttpServer(SERVER_OPTIONS, (req, res) => {
+  const server = createHttpServer(SERVER_OPTIONS);
+  // The bound sees each request before the app does, so the app can mark its connection evictable at once.
+  const bound = boundConnections(server, maxHooks + CONNECTION_HEADROOM, shed);
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (!intercept(req, res)) void listener(req, res);
   });
-  boundConnections(server, maxHooks + CONNECTION_HEADROOM, shed);
-  return server;
+  return { server, ...bound };
 }
 
 /** Listens on host:port (all interfaces when host is empty); resolves with the bound address. */

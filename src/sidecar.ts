@@ -2,7 +2,7 @@
 // start and stop the sidecar through here.
 
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { createApp } from './app.js';
@@ -127,6 +127,9 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
   });
   timers.push(shutdown);
   const httpLog = log.child({ component: 'http' });
+  // The admin server's bound is made after the app it serves; the app marks through it the calls it holds past the
+  // bound of hooks.
+  let evictable = (_socket: Socket): void => {};
   const app = createApp({
     config,
     clock,
@@ -138,13 +141,16 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     scrapes,
     log: httpLog,
     isTerminating: () => shutdown.terminating,
+    evictable: (socket) => evictable(socket),
   });
   const malformed = malformedRequests({ config, drain, metrics, log: httpLog });
-  const server = createServer(app, {
+  const admin = createServer(app, {
     maxHooks: config.maxHooks,
     shed: (reason) => metrics.shedConnections.inc({ listener: 'admin', reason }),
     intercept: malformed.request,
   });
+  const { server } = admin;
+  evictable = admin.evictable;
   server.on('clientError', malformed.clientError);
   ports.push(() => close(server));
 

@@ -68,14 +68,15 @@ describe('hook endpoints', () => {
     expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="clamped"}')).toBe(1);
   });
 
-  it('answers 429 at once past DRAIN_MAX_HOOKS, and counts it', async () => {
-    const { port } = await startSidecar({ DRAIN_MAX_HOOKS: '2' });
+  it('past DRAIN_MAX_HOOKS holds a call as long as a malformed one, without a slot, then answers 429 and counts it', async () => {
+    const { port } = await startSidecar({ DRAIN_MAX_HOOKS: '2', DRAIN_DEFAULT_SLEEP_SECONDS: '0.6' });
     const held = [get(port, '/sleep?s=1'), get(port, '/sleep?s=1')];
     await vi.waitFor(async () => expect((await get(port, '/status')).json().hooksInProgress).toBe(2), { timeout: 2000 });
     const refused = await get(port, '/sleep?s=1');
     expect(refused.status).toBe(429);
-    expect(refused.ms).toBeLessThan(500);
-    expect(refused.json()).toMatchObject({ error: 'too_many_hooks', hint: expect.stringContaining('DRAIN_MAX_HOOKS') });
+    expect(refused.ms).toBeGreaterThanOrEqual(590);
+    expect(refused.json()).toMatchObject({ error: 'too_many_hooks', hint: expect.stringContaining('held 0.6s first') });
+    expect(refused.json().hint).toContain('DRAIN_MAX_HOOKS');
     expect((await Promise.all(held)).map((a) => a.status)).toEqual([200, 200]);
     expect(await metric(port, 'drain_sidecar_hook_calls_total{endpoint="sleep",outcome="rejected_busy"}')).toBe(1);
   });

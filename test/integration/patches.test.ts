@@ -32,7 +32,7 @@ function sidecarEnvs(text: string): Record<string, string>[] {
     if (m?.kind === 'Pod') return [m.spec as PodSpec];
     return m?.spec?.template?.spec ? [m.spec.template.spec] : [];
   };
-  return parseAllDocuments(text)
+  return parseAllDocuments(text, { logLevel: 'error' })
     .flatMap((d) => specs(d.toJS()))
     .flatMap((s) => [...(s.initContainers ?? []), ...s.containers])
     .filter((c: Container) => c.name === 'drain-sidecar')
