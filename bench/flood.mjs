@@ -1,7 +1,9 @@
 // What the admin and proxy ports withstand: the built executable under floods of idle and slow-header connections, with
 // and without an attacker that reconnects every connection the sidecar closes. Probes /healthz and a hook call from a new
-// client meanwhile. Prints the figures (scripts/bench.mjs writes them into bench/README.md).
-// Usage: npm run build:sea && node bench/flood.mjs
+// client meanwhile. Then a hook storm: 5,000 concurrent tokenless /sleep?s=3 and the kubelet's hook call a second
+// later, side by side with another build when given. Prints the figures (scripts/bench.mjs writes them into
+// bench/README.md).
+// Usage: npm run build:sea && node bench/flood.mjs [other-executable]
 import { readFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { connect } from 'node:net';
@@ -42,6 +44,12 @@ async function metric(port, series) {
   });
   const line = body.split('\n').find((l) => l.startsWith(`${series} `));
   return line ? Number(line.split(' ')[1]) : undefined;
+}
+
+/** Private memory (RssAnon): what each pod pays, the executable's shared file pages aside. */
+function privateMiB(pid) {
+  const m = /RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 102.4) / 10 : undefined;
 }
 
 function rssMiB(pid) {
@@ -130,6 +138,37 @@ async function scenario(name, env, target) {
   return row;
 }
 
+/**
+ * A storm of tokenless hook calls, then the kubelet's: how each storm call ended (answered, or its connection closed
+ * unanswered), how long the kubelet's was held and how it was answered, and the sidecar's RSS at the storm's peak.
+ */
+async function storm(exe) {
+  const STORM = 5_000;
+  const { child, admin } = await startSidecar(exe, {}, 'ignore');
+  const before = privateMiB(child.pid);
+  const start = performance.now();
+  const sockets = await flood(admin, STORM, 'GET /sleep?s=3 HTTP/1.1\r\nHost: pod\r\n\r\n', '127.0.20.1');
+  const answered = new Set();
+  for (const s of sockets) s.once('data', () => answered.add(s));
+  await pause(1000);
+  const peak = privateMiB(child.pid);
+  const kubeletCall = get(admin, '/sleep?s=20', 30_000);
+  await pause(4000 - (performance.now() - start));
+  const held = sockets.filter((s) => !s.destroyed && !answered.has(s)).length;
+  const unanswered = sockets.filter((s) => s.destroyed && !answered.has(s)).length;
+  const kubelet = await kubeletCall;
+  for (const s of sockets) s.destroy();
+  child.kill('SIGKILL');
+  return {
+    build: exe === `${ROOT}dist/drain-sidecar` ? 'drain-sidecar' : 'other build',
+    storm: `${answered.size.toLocaleString('en')} answered, ${held.toLocaleString('en')} still held, ${unanswered.toLocaleString('en')} closed unanswered`,
+    kubelet: `${kubelet.status || 'reset'} after ${(kubelet.ms / 1000).toFixed(2)} s`,
+    rss: `${before} → ${peak} MiB`,
+  };
+}
+
+const storms = [await storm(`${ROOT}dist/drain-sidecar`), ...(process.argv[2] ? [await storm(process.argv[2])] : [])];
+
 const rows = [
   await scenario('admin port, defaults', {}, 'admin'),
   await scenario('admin port, token set', { DRAIN_HOOK_TOKEN: 'bench' }, 'admin'),
@@ -141,3 +180,13 @@ const table = [
   ...rows.map((r) => `| ${r.scenario} | ${r.flood} | ${r.healthz} | ${r.hook} | ${r.churn} | ${r.evicted} | ${r.rss} |`),
 ].join('\n');
 console.log(table);
+console.log(
+  [
+    '',
+    "Hook storm: 5,000 concurrent tokenless `/sleep?s=3`, then the kubelet's `/sleep?s=20` a second later (default DRAIN_MAX_HOOKS 64, DRAIN_DEFAULT_SLEEP_SECONDS 20):",
+    '',
+    "| build | storm calls 4 s in | the kubelet's hook call | private memory (RssAnon) before → 1 s into the storm |",
+    '|---|---|---|---|',
+    ...storms.map((r) => `| ${r.build} | ${r.storm} | ${r.kubelet} | ${r.rss} |`),
+  ].join('\n'),
+);

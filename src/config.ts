@@ -193,7 +193,7 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     flag: '--max-hooks',
     default: '64',
     parse: integer(1, 100_000),
-    help: 'Hook calls held at once; one more gets 429 at once.',
+    help: 'Hook calls held at once; one more is held for the default sleep without a slot, then gets 429.',
   },
   {
     key: 'hookToken',
