@@ -45,7 +45,7 @@ export interface AppDeps {
   evictable?: (socket: Socket) => void;
 }
 
-const ROUTES = ['/sleep', '/drain', '/healthz', '/readyz', '/metrics', '/status'] as const;
+const ROUTES = ['/sleep', '/drain', '/observe', '/healthz', '/readyz', '/metrics', '/status'] as const;
 const USER_AGENT_MAX = 64;
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest();
@@ -178,6 +178,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
       episode: result.episode,
       reason: result.reason,
       heldSeconds: result.waitedSeconds,
+      ...(result.appStoppedSeconds !== undefined && { appStoppedSeconds: result.appStoppedSeconds }),
       requested: plan.requested,
       clamped: plan.clamped,
       ...figures(),
@@ -231,6 +232,28 @@ export function createApp(deps: AppDeps): Hono<Env> {
       ...traffic?.(),
       ...(requests && { requests: requests() }),
     }));
+  });
+
+  // The sidecar container's own preStop hook, when something else holds the app: every container's hook starts as the
+  // termination does, so this call marks its start; it is held until the app's listeners are gone (the app exited after
+  // its own hook and shutdown), at most a grace period, and answered with what the traffic did meanwhile.
+  app.get('/observe', async (c) => {
+    await admitHook(c, 'observe');
+    const start = clock.now();
+    const traffic = connections.traffic(start);
+    const pollMs = config.pollSeconds * 1000;
+    if (!traffic) {
+      log.warn({ endpoint: 'observe' }, 'observe call with nothing to observe');
+      return c.json({
+        endpoint: 'observe',
+        watching: false,
+        message: 'the app is not watched: no DRAIN_APP_PORTS, or no readable socket tables',
+        hint: 'set DRAIN_APP_PORTS to the ports the app listens on',
+      });
+    }
+    const idle = { minMs: 0, pollMs, isIdle: () => !connections.peek(pollMs)?.listening, reason: 'app_stopped' as const };
+    const plan = { ms: config.gracePeriodSeconds * 1000, clamped: false, problems: [], requested: {}, idle, fallback: '' };
+    return holdHook(c, 'observe', plan, () => ({ watching: true, ...traffic() }));
   });
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));

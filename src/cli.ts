@@ -7,10 +7,12 @@ import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync 
 import { basename, dirname, join } from 'node:path';
 import {
   check,
+  type Derived,
   type Finding,
   IMAGE,
   type InjectOptions,
   inject,
+  MODES,
   type Mode,
   proxyServiceEdits,
   type ServiceInfo,
@@ -182,7 +184,10 @@ const INJECT_HELP = `Usage: drain-sidecar inject [flags] <file|dir|->...
 Adds drain-sidecar and its preStop hooks to every pod template in the input, with every setting derived from the pod
 spec. Writes the result to stdout (or back to the files with --in-place); says on stderr what it did.
 
-  --mode sleep|drain|proxy   the hook: /sleep?s=N (default), /drain?max=N, or proxy mode in front of the app
+  --mode MODE                sleep: the hook /sleep?s=N (the default); drain: /drain?max=N; proxy: the sidecar in
+                             front of the app; observe: the app keeps or gets a native preStop.sleep (Kubernetes
+                             1.30+) and the sidecar's own hook /observe measures the drain (the default for a pod
+                             whose app already has a preStop hook)
   --sleep N                  hook seconds, at least 5 (default: min(20, max(5, terminationGracePeriodSeconds - 10)))
   --image REF                the sidecar image (default ${IMAGE})
   --regular                  a regular container instead of a native sidecar (clusters before 1.29)
@@ -204,9 +209,9 @@ Exit codes: 0 no error, 1 errors found, 2 unreadable input.
 `;
 
 function injectOptions(flags: Flags): InjectOptions {
-  const mode = flags.values.get('--mode') ?? 'sleep';
-  if (!['sleep', 'drain', 'proxy'].includes(mode))
-    throw new UsageError(`--mode must be sleep, drain or proxy; got ${JSON.stringify(mode)}`);
+  const mode = flags.values.get('--mode');
+  if (mode !== undefined && !MODES.includes(mode as Mode))
+    throw new UsageError(`--mode must be sleep, drain, proxy or observe; got ${JSON.stringify(mode)}`);
   const number = (flag: string, min: number, max: number): number | undefined => {
     const raw = flags.values.get(flag);
     if (raw === undefined) return undefined;
@@ -222,7 +227,7 @@ function injectOptions(flags: Flags): InjectOptions {
     throw new UsageError(`--app-ports must be comma-separated port numbers; got ${JSON.stringify(portList)}`);
   const sleepSeconds = number('--sleep', 1, 43_200);
   return {
-    mode: mode as Mode,
+    ...(mode !== undefined && { mode: mode as Mode }),
     image: flags.values.get('--image') ?? IMAGE,
     regular: flags.switches.has('--regular'),
     replaceHooks: flags.switches.has('--replace-hooks'),
@@ -234,6 +239,11 @@ function injectOptions(flags: Flags): InjectOptions {
 
 const findingLine = (f: Finding): string =>
   `${f.severity.padEnd(7)} ${f.workload}${f.container ? ` container ${f.container}` : ''}: ${f.message}${f.fix ? `; ${f.fix}` : ''}\n`;
+
+const describeHook = (d: Derived): string =>
+  d.mode === 'observe'
+    ? `observe mode: app hooks kept, native preStop.sleep ${d.hookSeconds} s where there was none (Kubernetes 1.30+), the sidecar's own hook /observe`
+    : `${d.mode === 'proxy' ? 'proxy mode, ' : ''}hook ${d.mode === 'sleep' ? '/sleep' : '/drain'} ${d.hookSeconds} s`;
 
 /** One input after inject: its new text, or undefined where an edit could not be made as intended. */
 interface Injected {
@@ -261,7 +271,7 @@ function injectSource(source: Source, options: InjectOptions, io: CliIo): { resu
       const d = result.derived;
       io.err(
         result.outcome === 'injected'
-          ? `injected ${id}: ${d.mode === 'proxy' ? 'proxy mode, ' : ''}hook ${d.mode === 'sleep' ? '/sleep' : '/drain'} ${d.hookSeconds} s, grace period ${d.grace} s, app ports ${d.ports.join(',')}${d.sidecarPort === 9555 ? '' : `, sidecar port ${d.sidecarPort}`}\n`
+          ? `injected ${id}: ${describeHook(d)}, grace period ${d.grace} s, app ports ${d.ports.join(',')}${d.sidecarPort === 9555 ? '' : `, sidecar port ${d.sidecarPort}`}\n`
           : `unchanged ${id}: already injected\n`,
       );
       if (result.edits.length > 0) record(docIndex, found.templatePath, result.edits);

@@ -8,7 +8,7 @@ import type { EndReason, HookEndpoint, HookOutcome, Metrics } from './metrics.js
 import type { DrainProxy, RequestTraffic } from './proxy.js';
 import { Termination } from './termination.js';
 
-export type Trigger = 'hook' | 'sigterm';
+export type Trigger = 'hook' | 'observe' | 'sigterm';
 
 export interface EpisodeSummary {
   episode: number;
@@ -23,6 +23,8 @@ export interface EpisodeSummary {
   traffic?: EpisodeTraffic;
   /** Proxy mode: what the requests did. */
   requests?: RequestTraffic;
+  /** Observer mode: seconds from the episode's start until the app's listeners were gone. */
+  appStoppedSeconds?: number;
 }
 
 interface Episode {
@@ -35,6 +37,7 @@ interface Episode {
   maxHooksInProgress: number;
   traffic: (() => EpisodeTraffic) | undefined;
   requests: (() => RequestTraffic) | undefined;
+  appStoppedAt: number | undefined;
 }
 
 /** For /drain: the hold ends early, once minMs have passed and isIdle() says the app's traffic has stopped. */
@@ -42,6 +45,8 @@ export interface IdleRule {
   minMs: number;
   pollMs: number;
   isIdle: () => boolean;
+  /** Why the hold ended when isIdle said so: idle (/drain), or app_stopped (/observe). */
+  reason?: 'idle' | 'app_stopped';
 }
 
 export interface IdleRuleOptions {
@@ -84,6 +89,7 @@ export function idleRule({
 const END_LEVEL: Record<EndReason, 'info' | 'warn'> = {
   elapsed: 'info',
   idle: 'info',
+  app_stopped: 'info',
   deadline: 'warn',
   budget: 'warn',
   caller_gone: 'warn',
@@ -108,6 +114,8 @@ export interface HoldResult {
   outcome: HookOutcome;
   reason: EndReason;
   waitedSeconds: number;
+  /** /observe: seconds from the episode's start until the app's listeners were gone; null when they never went. */
+  appStoppedSeconds?: number | null;
 }
 
 export interface DrainDeps {
@@ -180,6 +188,7 @@ export class Drain {
       maxHooksInProgress: 0,
       traffic: this.#deps.connections?.traffic(now),
       requests: this.#deps.proxy?.traffic(now),
+      appStoppedAt: undefined,
     };
     this.#current = episode;
     metrics.draining.set(1);
@@ -200,23 +209,28 @@ export class Drain {
    */
   async hold(req: HoldRequest): Promise<HoldResult> {
     const { clock, metrics, gracePeriodSeconds } = this.#deps;
-    const episode = this.begin('hook');
+    const observing = req.idle?.reason === 'app_stopped';
+    const episode = this.begin(observing ? 'observe' : 'hook');
     episode.budgetEndsAt = Math.max(episode.budgetEndsAt, clock.now() + gracePeriodSeconds * 1000);
     this.#inProgress++;
     episode.maxHooksInProgress = Math.max(episode.maxHooksInProgress, this.#inProgress);
     metrics.hooksInProgress.set(this.#inProgress);
-    metrics.hookWait.set(req.ms / 1000);
+    // What an observed hook waits for is not asked but measured: set once the app has stopped.
+    if (!observing) metrics.hookWait.set(req.ms / 1000);
     this.#changed();
 
     const start = clock.now();
     const reason = await this.#wait(req, gracePeriodSeconds * 1000);
+    if (reason === 'app_stopped') episode.appStoppedAt ??= clock.now();
+    const appStoppedSeconds = episode.appStoppedAt === undefined ? null : toSeconds(episode.appStoppedAt - episode.startedAt);
+    if (appStoppedSeconds !== null) metrics.hookWait.set(appStoppedSeconds);
     const waitedSeconds = toSeconds(clock.now() - start);
     const outcome: HookOutcome =
       reason === 'caller_gone' ? 'caller_gone' : req.malformed ? 'malformed' : req.clamped ? 'clamped' : 'ok';
     episode.hookCalls[outcome] = (episode.hookCalls[outcome] ?? 0) + 1;
     metrics.hookCalls.inc({ endpoint: req.endpoint, outcome });
 
-    const result = { episode: episode.id, outcome, reason, waitedSeconds };
+    const result = { episode: episode.id, outcome, reason, waitedSeconds, ...(observing && { appStoppedSeconds }) };
     this.#deps.log[END_LEVEL[reason]]({ endpoint: req.endpoint, userAgent: req.userAgent, ...result }, 'hook call finished');
 
     this.#inProgress--;
@@ -230,13 +244,15 @@ export class Drain {
   async #wait(req: HoldRequest, budgetMs: number): Promise<EndReason> {
     const { clock } = this.#deps;
     const limit = Math.min(req.ms, budgetMs);
-    const atLimit: EndReason = limit < req.ms ? 'budget' : req.idle ? 'deadline' : 'elapsed';
+    // /observe waits for the app, at most a grace period: reaching it is the budget's end, not a deadline it set.
+    const observing = req.idle?.reason === 'app_stopped';
+    const atLimit: EndReason = limit < req.ms || observing ? 'budget' : req.idle ? 'deadline' : 'elapsed';
     if (!req.idle) return (await delay(clock, limit, req.signal)) ? atLimit : 'caller_gone';
     const start = clock.now();
     for (;;) {
       const held = clock.now() - start;
       if (held >= limit) return atLimit;
-      if (held >= req.idle.minMs && req.idle.isIdle()) return 'idle';
+      if (held >= req.idle.minMs && req.idle.isIdle()) return req.idle.reason ?? 'idle';
       // Wake at min exactly, then every poll.
       const step = held < req.idle.minMs ? Math.min(req.idle.pollMs, req.idle.minMs - held) : req.idle.pollMs;
       if (!(await delay(clock, Math.min(step, limit - held), req.signal))) return 'caller_gone';
@@ -260,6 +276,7 @@ export class Drain {
       maxHooksInProgress: episode.maxHooksInProgress,
       ...(episode.traffic && { traffic: episode.traffic() }),
       ...(episode.requests && { requests: episode.requests() }),
+      ...(episode.appStoppedAt !== undefined && { appStoppedSeconds: toSeconds(episode.appStoppedAt - episode.startedAt) }),
     };
     this.#current = undefined;
     this.#termination.end();

@@ -40,7 +40,8 @@ const MAX_GRACE_SECONDS = 43_200;
 // GKE Spot and preemptible nodes give pods 25 s between the node's notice and its shutdown.
 const SPOT_GRACE_SECONDS = 25;
 
-export type Mode = 'sleep' | 'drain' | 'proxy';
+export type Mode = 'sleep' | 'drain' | 'proxy' | 'observe';
+export const MODES: readonly Mode[] = ['sleep', 'drain', 'proxy', 'observe'];
 export type Severity = 'error' | 'warning' | 'info';
 
 export interface Finding {
@@ -53,7 +54,8 @@ export interface Finding {
 }
 
 export interface InjectOptions {
-  mode: Mode;
+  /** undefined: sleep, or observe for a pod whose app already has a preStop hook of its own. */
+  mode?: Mode;
   /** Hook seconds; undefined: the default rule. */
   sleepSeconds?: number;
   image: string;
@@ -258,9 +260,11 @@ export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
   const { spec } = w.template;
   const grace = spec.terminationGracePeriodSeconds ?? DEFAULT_GRACE_SECONDS;
   const fail = (message: string, fix: string): Finding => ({ severity: 'error', workload: id, message, fix });
-  const mode = (annotation(w.template, 'mode') ?? o.mode) as Mode;
-  if (!['sleep', 'drain', 'proxy'].includes(mode)) {
-    return fail(`annotation ${ANNOTATION}/mode is ${JSON.stringify(mode)}`, 'use sleep, drain or proxy');
+  // A pod whose app is held by a hook of its own (a native sleep, an exec sleep, its own drain) is observed, not hooked.
+  const ownHook = appContainers(spec).some((c) => c.lifecycle?.preStop && !callsSidecar(c.lifecycle.preStop));
+  const mode = (annotation(w.template, 'mode') ?? o.mode ?? (ownHook ? 'observe' : 'sleep')) as Mode;
+  if (!MODES.includes(mode)) {
+    return fail(`annotation ${ANNOTATION}/mode is ${JSON.stringify(mode)}`, 'use sleep, drain, proxy or observe');
   }
   const unreadable = appContainers(spec).flatMap((c) =>
     (c.ports ?? [])
@@ -345,6 +349,11 @@ export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
 }
 
 const hookPath = (d: Derived): string => (d.mode === 'sleep' ? `/sleep?s=${d.hookSeconds}` : `/drain?max=${d.hookSeconds}`);
+export const OBSERVE_PATH = '/observe';
+
+/** The hook inject gives an app container: a call to the sidecar, or in observer mode the native sleep (1.30+). */
+const appHook = (d: Derived): Handler =>
+  d.mode === 'observe' ? { sleep: { seconds: d.hookSeconds } } : { httpGet: { port: d.sidecarPort, path: hookPath(d) } };
 
 /**
  * What the sidecar asks of the node, from bench/memory.mjs and bench/flood.mjs. The request is the private memory after
@@ -379,6 +388,8 @@ export function sidecarContainer(d: Derived, o: InjectOptions): Container {
     ...(!o.regular && { restartPolicy: 'Always' }),
     ports,
     env,
+    // Observer mode: the sidecar's own hook starts with the termination, whatever holds the app.
+    ...(d.mode === 'observe' && { lifecycle: { preStop: { httpGet: { port: d.sidecarPort, path: OBSERVE_PATH } } } }),
     startupProbe: { httpGet: { path: '/healthz', port: 'drain' }, periodSeconds: 1, failureThreshold: 30 },
     livenessProbe: { httpGet: { path: '/healthz', port: 'drain' }, periodSeconds: 10 },
     readinessProbe: { httpGet: { path: '/readyz', port: 'drain' }, periodSeconds: 5 },
@@ -475,11 +486,13 @@ export function inject(w: Workload, o: InjectOptions, all: ServiceInfo[] = []): 
 
   const edits: Edit[] = [];
   const findings: Finding[] = [];
-  const hook: Handler = { httpGet: { port: d.sidecarPort, path: hookPath(d) } };
+  const hook = appHook(d);
   spec.containers.forEach((c, i) => {
     if (c.name === SIDECAR_NAME || isMeshProxy(c)) return;
     const existing = c.lifecycle?.preStop;
     if (existing && callsSidecar(existing) && existing.httpGet?.port === d.sidecarPort) return;
+    // Observed: whatever holds the app is kept.
+    if (existing && d.mode === 'observe' && !o.replaceHooks) return;
     if (existing && !o.replaceHooks) {
       findings.push({
         severity: 'error',
@@ -594,12 +607,33 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
       "see the webhook's warnings and drain_sidecar_webhook_reviews_total; recreate the pod once fixed",
     );
   }
+  // Observer mode: the sidecar's own hook calls /observe, and something else holds each app container.
+  const observed = (sidecar?.container.lifecycle?.preStop?.httpGet?.path ?? '').replace(/^\/+/, '/').startsWith(OBSERVE_PATH);
   for (const c of appContainers(spec)) {
     const hook = c.lifecycle?.preStop;
     // A container that declares no port (a worker, an agent) or only metrics ports takes no traffic a readiness probe
     // would gate.
     if (!c.readinessProbe && tcpPorts(c).some((p) => !NOT_TRAFFIC_PORT_NAME.test(p.name ?? ''))) {
       add('warning', 'has no readiness probe', 'add one, so a new pod takes traffic only once it can serve it', c.name);
+    }
+    if (observed) {
+      const seconds = hookHolds(hook, hookDefaults);
+      if (!hook) {
+        add(
+          'error',
+          'has no preStop hook: observer mode measures the drain but holds nothing, so the app stops as the load balancer still sends',
+          'give it lifecycle.preStop.sleep (Kubernetes 1.30+; drain-sidecar inject --mode observe adds one)',
+          c.name,
+        );
+      } else if (seconds !== undefined && seconds + MIN_APP_SHUTDOWN_SECONDS > grace) {
+        add(
+          'error',
+          `its preStop hook holds ${seconds} s, leaving the app ${Math.max(0, grace - seconds)} s of the ${grace} s grace period`,
+          `raise terminationGracePeriodSeconds to at least ${seconds + MIN_APP_SHUTDOWN_SECONDS}, or shorten the hook`,
+          c.name,
+        );
+      }
+      continue;
     }
     if (!callsSidecar(hook)) {
       if (sidecar)

@@ -16,7 +16,8 @@ import {
 
 export const METRIC_PREFIX = 'drain_sidecar_';
 
-export const HOOK_ENDPOINTS = ['sleep', 'drain'] as const;
+// observe: the sidecar container's own preStop hook, when something else holds the app (observer mode).
+export const HOOK_ENDPOINTS = ['sleep', 'drain', 'observe'] as const;
 export type HookEndpoint = (typeof HOOK_ENDPOINTS)[number];
 
 // One outcome per hook call. clamped and malformed calls still held the pod: a typo must never turn the hook into no hook.
@@ -25,8 +26,9 @@ export type HookOutcome = (typeof HOOK_OUTCOMES)[number];
 
 // Why a hook returned, and so why the episode it ended finished. no_hook: SIGTERM started the episode and no hook call
 // came (the preStop hook is probably missing). exit: the sidecar exited with the episode still open.
-// idle and deadline: how /drain returns (traffic stopped, or its max ran out).
-export const END_REASONS = ['elapsed', 'idle', 'deadline', 'budget', 'caller_gone', 'no_hook', 'exit'] as const;
+// idle and deadline: how /drain returns (traffic stopped, or its max ran out). app_stopped: how /observe returns (the
+// app's listeners are gone).
+export const END_REASONS = ['elapsed', 'idle', 'deadline', 'app_stopped', 'budget', 'caller_gone', 'no_hook', 'exit'] as const;
 export type EndReason = (typeof END_REASONS)[number];
 
 // What these histograms measure is a load balancer's deprogram time and the drains it sets: half a second to a minute
@@ -81,13 +83,13 @@ export const METRIC_SPECS = {
   drains: {
     name: `${METRIC_PREFIX}drains_total`,
     type: 'counter',
-    help: 'Finished drain episodes, by why they ended: elapsed, idle and deadline as designed; budget (cut at the grace period), caller_gone (the kubelet went away), no_hook (SIGTERM with no hook call: the preStop hook is missing), exit (the sidecar exited first).',
+    help: 'Finished drain episodes, by why they ended: elapsed, idle, deadline and app_stopped (observer mode: the app stopped listening) as designed; budget (cut at the grace period), caller_gone (the kubelet went away), no_hook (SIGTERM with no hook call: the preStop hook is missing), exit (the sidecar exited first).',
     labels: { reason: END_REASONS },
   },
   hookWait: {
     name: `${METRIC_PREFIX}hook_wait_seconds`,
     type: 'gauge',
-    help: "The wait the latest hook call asked for (/sleep's s, /drain's max), after clamping; 0 before the first. Compare with last_arrival_seconds to see whether the hook is long enough.",
+    help: "The wait the latest hook call asked for (/sleep's s, /drain's max), after clamping; in observer mode, how long the app kept listening after the termination began; 0 before the first. Compare with last_arrival_seconds to see whether the hook is long enough.",
   },
   invalidRequests: {
     name: `${METRIC_PREFIX}invalid_requests_total`,

@@ -10,7 +10,7 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
-import { type Edit, IMAGE, type InjectOptions, inject, type ServiceInfo, type Workload } from './inject.js';
+import { type Edit, IMAGE, type InjectOptions, inject, MODES, type Mode, type ServiceInfo, type Workload } from './inject.js';
 import { exposition, METRIC_PREFIX } from './metrics.js';
 import { boundConnections, listen } from './server.js';
 
@@ -42,6 +42,8 @@ export interface WebhookConfig {
   host: string;
   reloadSeconds: number;
   image: string;
+  /** The mode for pods without the mode annotation; undefined: sleep, or observe for a pod with a hook of its own. */
+  mode?: Mode;
 }
 
 export class ReviewError extends Error {}
@@ -150,7 +152,12 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
     registers: [registry],
   });
   for (const reason of ['evicted_idle', 'all_busy']) shedConnections.inc({ reason }, 0);
-  const options: InjectOptions = { mode: 'sleep', image: config.image, regular: false, replaceHooks: false };
+  const options: InjectOptions = {
+    ...(config.mode && { mode: config.mode }),
+    image: config.image,
+    regular: false,
+    replaceHooks: false,
+  };
   let inFlight = 0;
   let bytesInFlight = 0;
   let stopping = false;
@@ -277,13 +284,15 @@ ${OPT_IN_LABEL}: "true" (the pod-template annotations of inject apply), plus /he
   --host ADDRESS               default all interfaces
   --image REF                  the sidecar image (default ${IMAGE})
   --tls-reload-seconds N       how often the TLS files are looked at (default 10)
+  --mode MODE                  for pods without the drain-sidecar.dev/mode annotation: sleep, drain, proxy or observe
+                               (default: sleep, and observe for a pod whose app has a preStop hook of its own)
 `;
 
 /** Parses the webhook's flags; throws ReviewError-free messages as plain Errors for main to print. */
 export function parseWebhookArgs(argv: string[]): WebhookConfig | 'help' {
   if (argv.includes('--help') || argv.includes('-h')) return 'help';
   const values = new Map<string, string>();
-  const known = ['--tls-cert-file', '--tls-key-file', '--port', '--host', '--image', '--tls-reload-seconds'];
+  const known = ['--tls-cert-file', '--tls-key-file', '--port', '--host', '--image', '--tls-reload-seconds', '--mode'];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const eq = arg.indexOf('=');
@@ -301,7 +310,17 @@ export function parseWebhookArgs(argv: string[]): WebhookConfig | 'help' {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error('--port must be a whole number from 0 to 65535');
   const reloadSeconds = Number(values.get('--tls-reload-seconds') ?? '10');
   if (!(reloadSeconds >= 0.1 && reloadSeconds <= 3600)) throw new Error('--tls-reload-seconds must be from 0.1 to 3600');
-  return { certFile, keyFile, port, host: values.get('--host') ?? '', reloadSeconds, image: values.get('--image') ?? IMAGE };
+  const mode = values.get('--mode');
+  if (mode !== undefined && !MODES.includes(mode as Mode)) throw new Error('--mode must be sleep, drain, proxy or observe');
+  return {
+    certFile,
+    keyFile,
+    port,
+    host: values.get('--host') ?? '',
+    reloadSeconds,
+    image: values.get('--image') ?? IMAGE,
+    ...(mode !== undefined && { mode: mode as Mode }),
+  };
 }
 
 export { WEBHOOK_HELP };

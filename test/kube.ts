@@ -68,7 +68,16 @@ export function expectConsistentPod(pod: PodSpec): void {
   expect(parsed.config.gracePeriodSeconds).toBe(grace);
   // A mesh's proxy is never hooked: it is not the app.
   const apps = pod.containers.filter((c) => !['drain-sidecar', 'istio-proxy', 'linkerd-proxy'].includes(c.name));
+  // Observer mode: the sidecar's own hook calls /observe on its port, and every app container has a hook of some kind.
+  const own = (sidecar?.lifecycle?.preStop as { httpGet?: { port: number; path?: string } } | undefined)?.httpGet;
+  if (own) expect(own).toEqual({ port: parsed.config.port, path: '/observe' });
   for (const app of apps) {
+    if (own) {
+      expect(app.lifecycle?.preStop).toBeDefined();
+      const sleep = (app.lifecycle?.preStop?.sleep as { seconds?: number } | undefined)?.seconds;
+      if (sleep !== undefined) expect(sleep + MIN_APP_SHUTDOWN_SECONDS).toBeLessThanOrEqual(grace);
+      continue;
+    }
     const hook = app.lifecycle?.preStop?.httpGet;
     expect(hook?.port).toBe(parsed.config.port);
     const wait = hookHoldSeconds(hook?.path ?? '', parsed.config) ?? Number.POSITIVE_INFINITY;

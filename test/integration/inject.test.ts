@@ -94,13 +94,47 @@ describe('drain-sidecar inject', () => {
     for (const pod of podSpecs(out)) expectConsistentPod(pod);
   });
 
-  it('reports a conflicting exec preStop hook, leaves it and exits 1; --replace-hooks replaces it', () => {
+  it("observes a pod whose app has a preStop hook of its own, keeping the hook and adding the sidecar's /observe", () => {
     const input = readFileSync(fixture('statefulset-exec.yaml'), 'utf8');
-    const refused = run(['inject', fixture('statefulset-exec.yaml')]);
+    const { code, stdout, stderr } = run(['inject', fixture('statefulset-exec.yaml')]);
+    expect(code).toBe(0);
+    expect(stderr).toContain('injected StatefulSet/db: observe mode: app hooks kept');
+    const [pod] = docs(stdout).flatMap(podSpecs);
+    expect(pod?.containers[0]?.lifecycle?.preStop).toEqual(docs(input).flatMap(podSpecs)[0]?.containers[0]?.lifecycle?.preStop);
+    expect(pod?.initContainers?.[0]?.lifecycle?.preStop).toEqual({ httpGet: { port: 9555, path: '/observe' } });
+    expectConsistentPod(pod as PodSpec);
+    expect(run(['check', '--output', 'json', '-'], stdout).stdout).toBe('[]\n');
+  });
+
+  it('gives an app container without a hook the native preStop.sleep in observe mode, and check finds one without any', () => {
+    const { stdout } = run(['inject', '--mode', 'observe', fixture('kubectl-create-deployment.yaml')]);
+    const [pod] = docs(stdout).flatMap(podSpecs);
+    expect(pod?.containers[0]?.lifecycle?.preStop).toEqual({ sleep: { seconds: 20 } });
+    expectConsistentPod(pod as PodSpec);
+    const unheld = run(
+      ['check', '--output', 'json', '-'],
+      stdout.replace(/ {8}lifecycle:\n {10}preStop:\n {12}sleep:\n {14}seconds: 20\n/, ''),
+    );
+    expect(JSON.parse(unheld.stdout)).toContainEqual(
+      expect.objectContaining({
+        severity: 'error',
+        container: 'nginx',
+        message: expect.stringContaining('observer mode measures the drain but holds nothing'),
+      }),
+    );
+    const tooLong = run(['check', '--output', 'json', '-'], stdout.replace('seconds: 20', 'seconds: 28'));
+    expect(JSON.parse(tooLong.stdout)).toContainEqual(
+      expect.objectContaining({ message: 'its preStop hook holds 28 s, leaving the app 2 s of the 30 s grace period' }),
+    );
+  });
+
+  it('with --mode sleep, reports a conflicting exec preStop hook, leaves it and exits 1; --replace-hooks replaces it', () => {
+    const input = readFileSync(fixture('statefulset-exec.yaml'), 'utf8');
+    const refused = run(['inject', '--mode', 'sleep', fixture('statefulset-exec.yaml')]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('error   StatefulSet/db container db: has a preStop hook already (exec)');
     expect(refused.stdout).toBe(input);
-    const replaced = run(['inject', '--replace-hooks', fixture('statefulset-exec.yaml')]);
+    const replaced = run(['inject', '--mode', 'sleep', '--replace-hooks', fixture('statefulset-exec.yaml')]);
     expect(replaced.code).toBe(0);
     const [pod] = docs(replaced.stdout).flatMap(podSpecs);
     expect(pod?.containers[0]?.lifecycle?.preStop).toEqual({ httpGet: { port: 9555, path: '/sleep?s=20' } });
@@ -165,7 +199,7 @@ describe('drain-sidecar inject', () => {
     expect(readFileSync(join(dir, 'rollout.yaml'), 'utf8')).toContain('name: drain-sidecar');
     expect(run(['inject', join(dir, 'missing.yaml')]).code).toBe(2);
     expect(run(['inject', '-'], 'a: [unclosed').code).toBe(2);
-    expect(run(['inject', '--mode', 'loud', '-'], '').stderr).toContain('--mode must be sleep, drain or proxy');
+    expect(run(['inject', '--mode', 'loud', '-'], '').stderr).toContain('--mode must be sleep, drain, proxy or observe');
   });
 });
 

@@ -88,7 +88,7 @@ function webhookEnv(object: unknown, mode?: string): { env?: Record<string, stri
       kind: 'AdmissionReview',
       request: { uid: 'u', kind: { group: '', version: 'v1', kind: 'Pod' }, operation: 'CREATE', object },
     },
-    { mode: 'sleep', image: 'x', regular: false, replaceHooks: false },
+    { image: 'x', regular: false, replaceHooks: false },
   );
   if (!response.patch) return { warnings: response.warnings ?? [] };
   const patch = JSON.parse(Buffer.from(response.patch, 'base64').toString()) as { path: string; value: unknown }[];
@@ -98,11 +98,11 @@ function webhookEnv(object: unknown, mode?: string): { env?: Record<string, stri
 }
 
 describe('every sidecar inject and the webhook write starts', () => {
-  it('for every workload of the corpus, in sleep, drain and proxy mode', async () => {
+  it('for every workload of the corpus, in sleep, drain, proxy and observe mode', async () => {
     const envs = new Map<string, Record<string, string>>();
     for (const file of files(CORPUS)) {
       const text = readFileSync(file, 'utf8');
-      for (const mode of ['sleep', 'drain', 'proxy']) {
+      for (const mode of ['sleep', 'drain', 'proxy', 'observe']) {
         for (const env of sidecarEnvs(inject(text, ['--mode', mode]))) envs.set(JSON.stringify(env), env);
       }
     }

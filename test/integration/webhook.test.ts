@@ -159,21 +159,29 @@ describe('the admission webhook', () => {
     expect(dry.patch).toBe(responseOf(await post('/mutate', reviewOf(pod))).patch);
   });
 
-  it('never blocks a pod it cannot inject: allowed unchanged, the reason in warnings, counted', async () => {
-    const conflicting = replicaSetPod();
-    Object.assign(conflicting.spec.containers[0] as object, {
-      lifecycle: { preStop: { exec: { command: ['/bin/sleep', '5'] } } },
-    });
-    const r = responseOf(await post('/mutate', reviewOf(conflicting)));
+  it('observes a pod whose app has a preStop hook of its own, and refuses it only in a mode that would replace it', async () => {
+    const own = replicaSetPod();
+    const hook = { exec: { command: ['/bin/sleep', '5'] } };
+    Object.assign(own.spec.containers[0] as object, { lifecycle: { preStop: hook } });
+    const { spec } = patched(own, responseOf(await post('/mutate', reviewOf(own))));
+    expect(spec.containers[0]?.lifecycle?.preStop).toEqual(hook);
+    expect(spec.initContainers?.[0]?.lifecycle?.preStop).toEqual({ httpGet: { port: 9555, path: '/observe' } });
+    expectConsistentPod(spec);
+    const asked = replicaSetPod({ annotations: { 'drain-sidecar.dev/mode': 'sleep' } });
+    Object.assign(asked.spec.containers[0] as object, { lifecycle: { preStop: hook } });
+    const r = responseOf(await post('/mutate', reviewOf(asked)));
     expect(r.allowed).toBe(true);
     expect(r.patch).toBeUndefined();
     expect(r.warnings).toEqual([
       expect.stringContaining('ReplicaSet/web-5d8f7c9b4 container web: has a preStop hook already (exec)'),
     ]);
+  });
+
+  it('never blocks a pod it cannot inject: allowed unchanged, the reason in warnings, counted', async () => {
     const hostNetwork = responseOf(await post('/mutate', reviewOf(replicaSetPod({ spec: { hostNetwork: true } }))));
     expect(hostNetwork).toMatchObject({ allowed: true, warnings: [expect.stringContaining("share the node's ports")] });
     const metrics = (await webhook.registry.getSingleMetricAsString('drain_sidecar_webhook_reviews_total')).split('\n');
-    expect(metrics.find((l) => l.includes('outcome="refused"'))).toMatch(/ [2-9]\d*$/);
+    expect(metrics.find((l) => l.includes('outcome="refused"'))).toMatch(/ [1-9]\d*$/);
   });
 
   it('leaves pods without the opt-in label, opted-out pods and other resources alone', async () => {

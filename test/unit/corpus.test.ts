@@ -106,7 +106,7 @@ function webhookApplied(doc: unknown, services: ServiceInfo[]): unknown {
         kind: 'AdmissionReview',
         request: { uid: 'u', kind: { group: '', version: 'v1', kind: 'Pod' }, operation: 'CREATE', object: pod },
       },
-      { mode: 'sleep', image: IMAGE, regular: false, replaceHooks: false },
+      { image: IMAGE, regular: false, replaceHooks: false },
       services,
     );
     const patched = response.patch
