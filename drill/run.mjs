@@ -27,7 +27,7 @@ const KUBELET_UA = 'kube-lifecycle/1.34';
 const { values: opts } = parseArgs({
   options: {
     full: { type: 'boolean', default: false },
-    scenarios: { type: 'string', default: 'a,b,c,d,e,f,g' },
+    scenarios: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j' },
     delay: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'drill/results') },
     // Write the figures into drill/README.md and README.md (a full run of every scenario).
@@ -57,6 +57,14 @@ const SCENARIOS = {
     order: 'native',
     hook: `/sleep?s=${Math.max(0.5, D - 1.5)}`,
     proxy: true,
+  },
+  // Observer mode: the app's native preStop.sleep holds it, the sidecar's own hook calls /observe.
+  h: { title: `native preStop.sleep ${D + 3} s, observed`, order: 'native', nativeSleep: D + 3 },
+  i: { title: `native preStop.sleep ${D + 3} s, observed, regular sidecar`, order: 'regular', nativeSleep: D + 3 },
+  j: {
+    title: `native preStop.sleep ${Math.max(0.5, D - 1.5)} s (shorter than D), observed`,
+    order: 'native',
+    nativeSleep: Math.max(0.5, D - 1.5),
   },
 };
 
@@ -285,9 +293,26 @@ async function deletePod(pod, scenario, t0) {
   const graceMs = variant.grace * 1000;
   const at = () => (now() - t0) / 1000;
   const timeline = {};
-  // A regular sidecar has no preStop hook: it gets SIGTERM at once, while the app's hook is starting.
-  if (scenario.order === 'regular') pod.procs.sidecar.kill('SIGTERM');
-  if (scenario.hook) {
+  // Every container's preStop hook starts now, the sidecar's own included; each container gets SIGTERM once its hook
+  // returned, and a native sidecar only after every app container has exited too.
+  let observed;
+  if (scenario.nativeSleep !== undefined) {
+    observed = httpGet(pod.ip, pod.sidecarPort, '/observe', {
+      headers: { 'User-Agent': KUBELET_UA, Accept: '*/*' },
+      timeoutMs: graceMs,
+    }).then((answer) => {
+      timeline.observeSeconds = at();
+      timeline.observeAnswer = answer.body ? JSON.parse(answer.body) : answer.error;
+    });
+  }
+  // A regular sidecar without a hook of its own gets SIGTERM at once, while the app's hook is starting.
+  if (scenario.order === 'regular' && !observed) pod.procs.sidecar.kill('SIGTERM');
+  if (observed && scenario.order === 'regular') void observed.then(() => pod.procs.sidecar.kill('SIGTERM'));
+  if (scenario.nativeSleep !== undefined) {
+    // The kubelet's native sleep action: it waits, and nothing outside the pod sees it.
+    await sleep(scenario.nativeSleep * 1000);
+    timeline.hookSeconds = at();
+  } else if (scenario.hook) {
     // The kubelet's httpGet: URL from the path, its User-Agent, waits up to the grace period, ignores the status.
     const answer = await httpGet(pod.ip, pod.sidecarPort, scenario.hook, {
       headers: { 'User-Agent': KUBELET_UA, Accept: '*/*' },
@@ -300,8 +325,12 @@ async function deletePod(pod, scenario, t0) {
   pod.procs.app.kill('SIGTERM');
   if (!(await exitsWithin(pod.procs.app, Math.max(graceMs - hookMs, 2000)))) pod.procs.app.kill('SIGKILL');
   timeline.appExitSeconds = ((await pod.procs.app.exited) - t0) / 1000;
-  // A native sidecar gets SIGTERM only after every app container has exited; everything is killed at the grace end.
-  if (scenario.order === 'native') pod.procs.sidecar.kill('SIGTERM');
+  // A native sidecar gets SIGTERM only after every app container has exited (and its own hook returned); everything is
+  // killed at the grace end.
+  if (scenario.order === 'native') {
+    if (observed) await Promise.race([observed, sleep(Math.max(graceMs - (now() - t0), 0))]);
+    pod.procs.sidecar.kill('SIGTERM');
+  }
   if (!(await exitsWithin(pod.procs.sidecar, Math.max(graceMs - (now() - t0), 2000)))) pod.procs.sidecar.kill('SIGKILL');
   const sidecarExit = await pod.procs.sidecar.exited;
   timeline.sidecarExitSeconds = (sidecarExit - t0) / 1000;
@@ -379,6 +408,7 @@ async function runScenario(id, scenario) {
     lastError: results.findLast((r) => r.kind !== 'ok')?.t ?? null,
     refusedWhileSidecarAlive,
     refusedBySidecar: results.filter((r) => r.kind.startsWith('refused by the sidecar')).length,
+    appStoppedSeconds: timeline.observeAnswer?.appStoppedSeconds ?? null,
     ...timeline,
     sidecar,
   };
@@ -408,6 +438,7 @@ function markdown(rows) {
     'proxy: last request (s)',
     'proxy: refused',
     'client 503s',
+    'observe: app stopped (s)',
   ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
@@ -416,7 +447,7 @@ function markdown(rows) {
         .map(([k, n]) => `${n} ${k}`)
         .join(', ') || '-';
     lines.push(
-      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lateRequestsEstimate)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${r.oldPodServedLate} | ${fmt(r.oldPodLastServedSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} | ${fmt(r.sidecar.proxyLateRequests)} | ${fmt(r.sidecar.lastRequestArrivalSeconds)} | ${fmt(r.sidecar.proxyRefused)} | ${r.refusedBySidecar} |`,
+      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lateRequestsEstimate)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${r.oldPodServedLate} | ${fmt(r.oldPodLastServedSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} | ${fmt(r.sidecar.proxyLateRequests)} | ${fmt(r.sidecar.lastRequestArrivalSeconds)} | ${fmt(r.sidecar.proxyRefused)} | ${r.refusedBySidecar} | ${fmt(r.appStoppedSeconds)} |`,
     );
   }
   return lines.join('\n');
@@ -478,7 +509,7 @@ async function main() {
 /** The drill's figures in the docs: the whole table in drill/README.md, the comparison's figures in README.md. */
 function writeDocs(rows, table) {
   const by = Object.fromEntries(rows.map((r) => [r.id, r]));
-  const { a, b, c, e } = by;
+  const { a, b, c, e, h } = by;
   if (!a || !b || !c || !e) throw new Error('--docs needs scenarios a, b, c and e');
   const when = new Date().toISOString().slice(0, 10);
   writeSection(
@@ -493,13 +524,13 @@ function writeDocs(rows, table) {
     [
       `From the termination drill (\`npm run drill -- --${variant.name} --docs\`, ${when}; nginx as the load balancer, D = ${D} s before it stops sending to a deleted pod, ${variant.rate} requests/s; [drill/README.md](drill/README.md)):`,
       '',
-      '| what happened | no hook | a fixed sleep longer than D | `/drain` | a fixed sleep shorter than D |',
-      '|---|---|---|---|---|',
-      `| requests lost | ${a.errorCount} of ${a.requests} (${pct(a.errorCount, a.requests)}) | ${b.errorCount} of ${b.requests} | ${c.errorCount} of ${c.requests} | ${e.errorCount} of ${e.requests} |`,
-      `| the hook held the app (s) | - | ${fmt(b.hookSeconds)} | ${fmt(c.hookSeconds)} | ${fmt(e.hookSeconds)} |`,
-      `| requests that arrived after the drain began, as the sidecar counted them | - | ${fmt(b.sidecar.lateRequestsEstimate)} (the client saw ${b.oldPodServedLate}) | ${fmt(c.sidecar.lateRequestsEstimate)} | ${fmt(e.sidecar.lateRequestsEstimate)} |`,
-      `| when the last of them arrived (s into the drain) | - | ${fmt(b.sidecar.lastArrivalSeconds)} | ${fmt(c.sidecar.lastArrivalSeconds)} | ${fmt(e.sidecar.lastArrivalSeconds)} |`,
-      `| refused during termination, as the sidecar estimated (the client saw) | ${fmt(a.sidecar.refusedEstimate)} (${a.refusedWhileSidecarAlive}) | ${fmt(b.sidecar.refusedEstimate)} | ${fmt(c.sidecar.refusedEstimate)} | ${fmt(e.sidecar.refusedEstimate)} (${e.refusedWhileSidecarAlive}) |`,
+      `| what happened | no hook | a fixed sleep longer than D | \`/drain\` | a fixed sleep shorter than D |${h ? ' a native `preStop.sleep` longer than D, observed |' : ''}`,
+      `|---|---|---|---|---|${h ? '---|' : ''}`,
+      `| requests lost | ${a.errorCount} of ${a.requests} (${pct(a.errorCount, a.requests)}) | ${b.errorCount} of ${b.requests} | ${c.errorCount} of ${c.requests} | ${e.errorCount} of ${e.requests} |${h ? ` ${h.errorCount} of ${h.requests} |` : ''}`,
+      `| the hook held the app (s) | - | ${fmt(b.hookSeconds)} | ${fmt(c.hookSeconds)} | ${fmt(e.hookSeconds)} |${h ? ` ${fmt(h.hookSeconds)} (the sidecar measured ${fmt(h.appStoppedSeconds)} until the app stopped) |` : ''}`,
+      `| requests that arrived after the drain began, as the sidecar counted them | - | ${fmt(b.sidecar.lateRequestsEstimate)} (the client saw ${b.oldPodServedLate}) | ${fmt(c.sidecar.lateRequestsEstimate)} | ${fmt(e.sidecar.lateRequestsEstimate)} |${h ? ` ${fmt(h.sidecar.lateRequestsEstimate)} (the client saw ${h.oldPodServedLate}) |` : ''}`,
+      `| when the last of them arrived (s into the drain) | - | ${fmt(b.sidecar.lastArrivalSeconds)} | ${fmt(c.sidecar.lastArrivalSeconds)} | ${fmt(e.sidecar.lastArrivalSeconds)} |${h ? ` ${fmt(h.sidecar.lastArrivalSeconds)} |` : ''}`,
+      `| refused during termination, as the sidecar estimated (the client saw) | ${fmt(a.sidecar.refusedEstimate)} (${a.refusedWhileSidecarAlive}) | ${fmt(b.sidecar.refusedEstimate)} | ${fmt(c.sidecar.refusedEstimate)} | ${fmt(e.sidecar.refusedEstimate)} (${e.refusedWhileSidecarAlive}) |${h ? ` ${fmt(h.sidecar.refusedEstimate)} (${h.refusedWhileSidecarAlive}) |` : ''}`,
       '',
       `\`/drain\` ended the wait ${fmt(b.hookSeconds - c.hookSeconds)} s sooner than the fixed sleep, with nothing lost; the sidecar timed the last late request at ${fmt(b.sidecar.lastArrivalSeconds)} s, the load balancer's real deprogram time, which is what to set a sleep from.`,
     ].join('\n'),

@@ -19,6 +19,8 @@ interface Row {
   sidecarExitCode: number;
   oldPodServedLate: number;
   oldPodLastServedSeconds: number | null;
+  appExitSeconds: number;
+  appStoppedSeconds: number | null;
   sidecar: {
     lateRequestsEstimate: number | null;
     lastArrivalSeconds: number | null;
@@ -34,7 +36,7 @@ describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (sh
   let rows: Record<string, Row> = {};
   beforeAll(() => {
     const out = mkdtempSync(join(tmpdir(), 'drill-'));
-    execFileSync(process.execPath, ['drill/run.mjs', '--scenarios', 'a,b,c,d,e,g', '--out', out], {
+    execFileSync(process.execPath, ['drill/run.mjs', '--scenarios', 'a,b,c,d,e,g,h,i,j', '--out', out], {
       cwd: ROOT,
       stdio: 'inherit',
       timeout: 400_000,
@@ -86,6 +88,28 @@ describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (sh
     const row = rows.g as Row;
     expect(row.refusedBySidecar).toBeGreaterThan(0);
     expect(row.sidecar.proxyRefused).toBe(row.refusedBySidecar);
+  });
+
+  it.each(['h', 'i'])(
+    '(%s) observing a native sleep longer than the delay: nothing lost, and the figures are those of the old pod',
+    (id) => {
+      const row = rows[id] as Row;
+      expect(row.errorCount).toBe(0);
+      expect(row.oldPodServedLate).toBeGreaterThan(10);
+      const estimate = row.sidecar.lateRequestsEstimate ?? 0;
+      expect(Math.abs(estimate - row.oldPodServedLate)).toBeLessThanOrEqual(Math.ceil(row.oldPodServedLate * 0.05));
+      expect(Math.abs((row.sidecar.lastArrivalSeconds ?? 0) - (row.oldPodLastServedSeconds ?? 0))).toBeLessThan(0.5);
+      expect(Math.abs((row.appStoppedSeconds ?? 0) - row.appExitSeconds)).toBeLessThan(0.6);
+      expect(row.sidecar.hookCalls).toBe(1);
+    },
+  );
+
+  it('(j) observing a native sleep shorter than the delay: the refusals the client saw, counted', () => {
+    const row = rows.j as Row;
+    expect(row.errorCount).toBeGreaterThan(0);
+    expect(row.sidecar.refusedEstimate).toBeGreaterThanOrEqual(row.refusedWhileSidecarAlive - 2);
+    expect(row.sidecar.refusedEstimate).toBeLessThanOrEqual(row.refusedWhileSidecarAlive + 2);
+    expect(Math.abs((row.appStoppedSeconds ?? 0) - row.appExitSeconds)).toBeLessThan(0.6);
   });
 
   it('ends every sidecar with exit 0', () => {
