@@ -5,6 +5,8 @@
 
 import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { stringify } from 'yaml';
+import pkg from '../package.json' with { type: 'json' };
 import {
   check,
   type Derived,
@@ -109,22 +111,23 @@ function decode(name: string, bytes: Buffer): string {
 }
 
 /** Files named on the command line, directories walked for *.yaml, *.yml and *.json, `-` for stdin; all read first. */
-function readInputs(paths: string[], io: CliIo): Source[] {
-  if (paths.length === 0) throw new UsageError('no input: give files, directories, or - for stdin');
+function readInputs(paths: { path: string; recursive: boolean }[], io: CliIo): Source[] {
+  if (paths.length === 0) throw new UsageError('no input: give files, directories, or - for stdin (-f, or as arguments)');
   const files: string[] = [];
-  const walk = (p: string): void => {
+  const walk = (p: string, recursive: boolean, top: boolean): void => {
     if (statSync(p).isDirectory()) {
+      if (!top && !recursive) return;
       for (const entry of readdirSync(p).sort()) {
         const child = join(p, entry);
-        if (statSync(child).isDirectory() || MANIFEST.test(entry)) walk(child);
+        if (statSync(child).isDirectory() || MANIFEST.test(entry)) walk(child, recursive, false);
       }
     } else files.push(p);
   };
-  for (const p of paths) {
+  for (const { path: p, recursive } of paths) {
     if (p === '-') files.push(p);
     else {
       try {
-        walk(p);
+        walk(p, recursive, true);
       } catch {
         throw new UsageError(`${p}: cannot be read`);
       }
@@ -156,30 +159,46 @@ function writeAtomically(file: string, text: string): void {
 
 interface Flags {
   positional: string[];
+  /** -f/--filename, repeatable, as kubectl has it. */
+  filenames: string[];
   values: Map<string, string>;
   switches: Set<string>;
 }
 
+// The short flags kubectl users type without thinking.
+const SHORT: Record<string, string> = { '-f': '--filename', '-o': '--output', '-R': '--recursive' };
+
 function readFlags(argv: string[], valued: string[], switches: string[]): Flags {
-  const flags: Flags = { positional: [], values: new Map(), switches: new Set() };
+  const flags: Flags = { positional: [], filenames: [], values: new Map(), switches: new Set() };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
-    const [name, inline] =
-      arg.startsWith('--') && arg.includes('=')
-        ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
-        : [arg, undefined];
-    if (valued.includes(name)) {
+    const eq = arg.indexOf('=');
+    const [given, inline] =
+      arg.startsWith('-') && arg !== '-' && eq !== -1 ? [arg.slice(0, eq), arg.slice(eq + 1)] : [arg, undefined];
+    const name = SHORT[given] ?? given;
+    if (name === '--filename' || valued.includes(name)) {
       const value = inline ?? argv[++i];
-      if (value === undefined) throw new UsageError(`${name} needs a value`);
-      flags.values.set(name, value);
-    } else if (switches.includes(name)) flags.switches.add(name);
-    else if (arg.startsWith('--')) throw new UsageError(`unknown flag ${name.slice(0, 40)}`);
+      if (value === undefined) throw new UsageError(`${given} needs a value`);
+      if (name === '--filename') flags.filenames.push(value);
+      else flags.values.set(name, value);
+    } else if (name === '--recursive' || switches.includes(name)) flags.switches.add(name);
+    else if (arg.startsWith('-') && arg !== '-') throw new UsageError(`unknown flag ${given.slice(0, 40)}`);
     else flags.positional.push(arg);
   }
   return flags;
 }
 
-const INJECT_HELP = `Usage: drain-sidecar inject [flags] <file|dir|->...
+/** The inputs: positional arguments (directories walked whole, as before) and -f (directories walked with -R only). */
+const inputsOf = (flags: Flags, io: CliIo): Source[] =>
+  readInputs(
+    [
+      ...flags.positional.map((path) => ({ path, recursive: true })),
+      ...flags.filenames.map((path) => ({ path, recursive: flags.switches.has('--recursive') })),
+    ],
+    io,
+  );
+
+const INJECT_HELP = `Usage: drain-sidecar inject [flags] [-f] <file|dir|->...
 
 Adds drain-sidecar and its preStop hooks to every pod template in the input, with every setting derived from the pod
 spec. Writes the result to stdout (or back to the files with --in-place); says on stderr what it did.
@@ -195,6 +214,10 @@ spec. Writes the result to stdout (or back to the files with --in-place); says o
   --port N                   the sidecar's port (required for hostNetwork pods)
   --app-ports N,N            the app ports of every workload without the annotation (default: derived, see README)
   --in-place                 rewrite the files instead of printing
+  -f, --filename PATH        a file, a directory or - (stdin); repeatable; arguments without -f work too
+  -R, --recursive            walk the subdirectories of a -f directory (arguments are always walked whole)
+  -o, --output yaml|json     print in this format (default: the input's, every untouched byte kept)
+  --version                  print the version
 
 Per-workload overrides, as pod-template annotations: drain-sidecar.dev/inject: "false" (or "true" for a Job or
 CronJob), drain-sidecar.dev/mode, drain-sidecar.dev/sleep-seconds, drain-sidecar.dev/app-ports.
@@ -202,7 +225,7 @@ Exit codes: 0 done, 1 a workload could not be injected (a conflicting hook, a gr
 or an edit that would not read back as intended (nothing is written for that file; with --in-place, for any file).
 `;
 
-const CHECK_HELP = `Usage: drain-sidecar check [--output text|json] <file|dir|->...
+const CHECK_HELP = `Usage: drain-sidecar check [-o text|json] [-f] [-R] <file|dir|->...
 
 Reports every drain misconfiguration in the pod templates of the input, injected or written by hand.
 Exit codes: 0 no error, 1 errors found, 2 unreadable input.
@@ -300,12 +323,16 @@ function injectSource(source: Source, options: InjectOptions, io: CliIo): { resu
 function runInject(argv: string[], io: CliIo): number {
   const flags = readFlags(
     argv,
-    ['--mode', '--sleep', '--image', '--port', '--app-ports'],
+    ['--mode', '--sleep', '--image', '--port', '--app-ports', '--output'],
     ['--regular', '--replace-hooks', '--in-place'],
   );
   const options = injectOptions(flags);
   const inPlace = flags.switches.has('--in-place');
-  const sources = readInputs(flags.positional, io);
+  const output = flags.values.get('--output');
+  if (output !== undefined && output !== 'yaml' && output !== 'json')
+    throw new UsageError(`-o must be yaml or json; got ${JSON.stringify(output.slice(0, 40))}`);
+  if (output && inPlace) throw new UsageError('-o converts what is printed; --in-place keeps each file as it is written');
+  const sources = inputsOf(flags, io);
   if (inPlace && sources.some((s) => s.name === '(stdin)')) throw new UsageError('--in-place rewrites files; stdin is none');
   let refused = false;
   const results = sources.map((source) => {
@@ -321,6 +348,14 @@ function runInject(argv: string[], io: CliIo): number {
       return EXIT_USAGE;
     }
     for (const r of results) if (r.changed) writeAtomically(r.source.name, r.text as string);
+  } else if (output && results.some((r) => (output === 'json') !== r.source.json)) {
+    // Another format than the input's: the objects rendered anew, as kubectl prints them (several as a List).
+    const objects = results
+      .filter((r) => r.text !== undefined)
+      .flatMap((r) => parseSource(r.source.name, r.text as string).objects)
+      .filter((o) => o !== null && o !== undefined);
+    const one = objects.length === 1 ? objects[0] : { apiVersion: 'v1', kind: 'List', items: objects };
+    io.out(output === 'json' ? `${JSON.stringify(one, null, 4)}\n` : stringify(one, { indentSeq: false, lineWidth: 0 }));
   } else {
     const printed = results.filter((r) => r.text !== undefined);
     printed.forEach((r, i) => {
@@ -339,7 +374,7 @@ function runCheck(argv: string[], io: CliIo): number {
   if (output !== 'text' && output !== 'json')
     throw new UsageError(`--output must be text or json; got ${JSON.stringify(output)}`);
   const findings: Finding[] = [];
-  for (const input of readInputs(flags.positional, io)) {
+  for (const input of inputsOf(flags, io)) {
     const svc = services(input.objects);
     for (const obj of input.objects) for (const found of podTemplates(obj)) findings.push(...check(found.workload, svc));
   }
@@ -358,6 +393,10 @@ export function runSubcommand(name: keyof typeof SUBCOMMANDS, argv: string[], io
   const sub = SUBCOMMANDS[name];
   if (argv.includes('--help') || argv.includes('-h')) {
     io.out(sub.help);
+    return 0;
+  }
+  if (argv.includes('--version')) {
+    io.out(`drain-sidecar ${pkg.version}\n`);
     return 0;
   }
   try {

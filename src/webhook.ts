@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
@@ -77,7 +77,12 @@ export interface ReviewAnswer {
  * The answer to one AdmissionReview v1; throws ReviewError for one that is malformed. Pure. services: the API server
  * sends none, so the webhook passes none; tests give the Services `inject` saw, to compare the two on one input.
  */
-export function review(body: unknown, options: InjectOptions, services: ServiceInfo[] = []): ReviewAnswer {
+export function review(
+  body: unknown,
+  options: InjectOptions,
+  services: ServiceInfo[] = [],
+  selectedBy: 'pod' | 'namespace' = 'pod',
+): ReviewAnswer {
   const r = body as { apiVersion?: unknown; kind?: unknown; request?: AdmissionRequest };
   if (r?.apiVersion !== 'admission.k8s.io/v1' || r.kind !== 'AdmissionReview') {
     throw new ReviewError('expected an AdmissionReview of admission.k8s.io/v1');
@@ -109,7 +114,10 @@ export function review(body: unknown, options: InjectOptions, services: ServiceI
     generateName?: string;
     ownerReferences?: { kind?: string; name?: string }[];
   };
-  if (metadata.labels?.[OPT_IN_LABEL] !== 'true') return allow('not_selected');
+  // Selected by its own label, or by its namespace's (the configuration's namespaceSelector matched it; the webhook
+  // sees no namespace labels): then all but a pod that opts out.
+  const label = metadata.labels?.[OPT_IN_LABEL];
+  if (selectedBy === 'pod' ? label !== 'true' : label === 'false') return allow('not_selected');
   const owner = metadata.ownerReferences?.[0];
   const workload: Workload = {
     kind: owner?.kind ?? 'Pod',
@@ -165,61 +173,61 @@ export function createWebhook(config: WebhookConfig, log: Logger) {
   const app = new Hono();
   const error = (status: 400 | 413 | 415 | 429, code: string, message: string, hint: string) =>
     new Response(JSON.stringify({ error: code, message, hint }), { status, headers: { 'content-type': 'application/json' } });
-  app.post(
-    '/mutate',
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: () => {
-        reviews.inc({ outcome: 'invalid' });
-        return error(413, 'too_large', `the review exceeds ${MAX_BODY_BYTES} bytes`, 'send one AdmissionReview');
-      },
-    }),
-    async (c) => {
-      const start = performance.now();
-      if (!/^application\/json\b/.test(c.req.header('content-type') ?? '')) {
-        reviews.inc({ outcome: 'invalid' });
-        return error(415, 'unsupported_media_type', 'the review must be application/json', 'send Content-Type: application/json');
-      }
-      if (inFlight >= MAX_CONCURRENT_REVIEWS) {
-        return error(429, 'busy', `${inFlight} reviews are in progress`, 'the API server allows the pod (failurePolicy: Ignore)');
-      }
-      // The API server sends the length; a body without one is counted at the most it may be.
-      const length = Number(c.req.header('content-length') ?? MAX_BODY_BYTES) || MAX_BODY_BYTES;
-      if (bytesInFlight > 0 && bytesInFlight + length > MAX_BYTES_IN_FLIGHT) {
-        return error(
-          429,
-          'busy',
-          `${bytesInFlight} bytes of reviews are in progress`,
-          'the API server allows the pod (failurePolicy: Ignore)',
-        );
-      }
-      inFlight++;
-      bytesInFlight += length;
-      try {
-        let body: unknown;
-        try {
-          body = JSON.parse(await c.req.text());
-        } catch {
-          throw new ReviewError('the body is not JSON');
-        }
-        const { outcome, response } = review(body, options);
-        reviews.inc({ outcome });
-        if (outcome === 'refused' || outcome === 'skipped')
-          log.warn({ uid: response.uid, warnings: response.warnings }, 'pod allowed without the sidecar');
-        else if (outcome === 'injected') log.info({ uid: response.uid }, 'pod injected');
-        latency.observe((performance.now() - start) / 1000);
-        return c.json({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response });
-      } catch (err) {
-        if (!(err instanceof ReviewError)) throw err;
-        reviews.inc({ outcome: 'invalid' });
-        log.warn({ problem: err.message }, 'malformed admission review');
-        return error(400, 'bad_review', err.message, 'send an AdmissionReview of admission.k8s.io/v1 with a request');
-      } finally {
-        inFlight--;
-        bytesInFlight -= length;
-      }
+  const limit = bodyLimit({
+    maxSize: MAX_BODY_BYTES,
+    onError: () => {
+      reviews.inc({ outcome: 'invalid' });
+      return error(413, 'too_large', `the review exceeds ${MAX_BODY_BYTES} bytes`, 'send one AdmissionReview');
     },
-  );
+  });
+  const mutate = (selectedBy: 'pod' | 'namespace') => async (c: Context) => {
+    const start = performance.now();
+    if (!/^application\/json\b/.test(c.req.header('content-type') ?? '')) {
+      reviews.inc({ outcome: 'invalid' });
+      return error(415, 'unsupported_media_type', 'the review must be application/json', 'send Content-Type: application/json');
+    }
+    if (inFlight >= MAX_CONCURRENT_REVIEWS) {
+      return error(429, 'busy', `${inFlight} reviews are in progress`, 'the API server allows the pod (failurePolicy: Ignore)');
+    }
+    // The API server sends the length; a body without one is counted at the most it may be.
+    const length = Number(c.req.header('content-length') ?? MAX_BODY_BYTES) || MAX_BODY_BYTES;
+    if (bytesInFlight > 0 && bytesInFlight + length > MAX_BYTES_IN_FLIGHT) {
+      return error(
+        429,
+        'busy',
+        `${bytesInFlight} bytes of reviews are in progress`,
+        'the API server allows the pod (failurePolicy: Ignore)',
+      );
+    }
+    inFlight++;
+    bytesInFlight += length;
+    try {
+      let body: unknown;
+      try {
+        body = JSON.parse(await c.req.text());
+      } catch {
+        throw new ReviewError('the body is not JSON');
+      }
+      const { outcome, response } = review(body, options, [], selectedBy);
+      reviews.inc({ outcome });
+      if (outcome === 'refused' || outcome === 'skipped')
+        log.warn({ uid: response.uid, warnings: response.warnings }, 'pod allowed without the sidecar');
+      else if (outcome === 'injected') log.info({ uid: response.uid }, 'pod injected');
+      latency.observe((performance.now() - start) / 1000);
+      return c.json({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response });
+    } catch (err) {
+      if (!(err instanceof ReviewError)) throw err;
+      reviews.inc({ outcome: 'invalid' });
+      log.warn({ problem: err.message }, 'malformed admission review');
+      return error(400, 'bad_review', err.message, 'send an AdmissionReview of admission.k8s.io/v1 with a request');
+    } finally {
+      inFlight--;
+      bytesInFlight -= length;
+    }
+  };
+  // Pods that opt in with their label; every pod of a namespace that opts in (see k8s/webhook).
+  app.post('/mutate', limit, mutate('pod'));
+  app.post('/mutate/namespace', limit, mutate('namespace'));
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', (c) => (stopping ? c.json({ status: 'stopping' }, 503) : c.json({ status: 'ready' })));
   app.get('/metrics', async (c) => {

@@ -118,6 +118,17 @@ describe.skipIf(!hasPodman && process.env.CI !== 'true')('the image, run with po
     );
   });
 
+  it('runs inject on stdin: `docker run --rm -i <image> inject -`', () => {
+    const manifest = readFileSync(resolve(ROOT, 'test/fixtures/inject/kubectl-create-deployment.yaml'));
+    const out = execFileSync('podman', ['run', '--rm', '-i', '--network', 'none', IMAGE, 'inject', '-'], {
+      env,
+      input: manifest,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(out).toContain('      initContainers:\n      - name: drain-sidecar\n');
+  });
+
   it('answers a sleep in flight, then exits 0 on podman stop once the app is gone', async () => {
     const sleep = get(PORT, '/sleep?s=1');
     await new Promise((r) => setTimeout(r, 300));

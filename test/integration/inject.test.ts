@@ -2,7 +2,17 @@
 // (test/fixtures/inject, test/fixtures/check): outputs valid against the Kubernetes schemas and consistent as the
 // manifests' own rules demand; untouched documents and lines byte for byte; injecting twice changes nothing.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -200,6 +210,33 @@ describe('drain-sidecar inject', () => {
     expect(run(['inject', join(dir, 'missing.yaml')]).code).toBe(2);
     expect(run(['inject', '-'], 'a: [unclosed').code).toBe(2);
     expect(run(['inject', '--mode', 'loud', '-'], '').stderr).toContain('--mode must be sleep, drain, proxy or observe');
+  });
+});
+
+describe('kubectl-shaped flags', () => {
+  it('takes -f/--filename (repeatable), -R for subdirectories of a -f directory, -o yaml|json and --version', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flags-'));
+    copyFileSync(fixture('rollout.yaml'), join(dir, 'rollout.yaml'));
+    mkdirSync(join(dir, 'sub'));
+    copyFileSync(fixture('kubectl-create-deployment.yaml'), join(dir, 'sub', 'web.yaml'));
+    const injected = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('injected ')).length;
+    expect(injected(run(['inject', '-f', dir]).stderr)).toBe(1);
+    expect(injected(run(['inject', '-R', '-f', dir]).stderr)).toBe(2);
+    expect(injected(run(['inject', dir]).stderr)).toBe(2);
+    const both = run(['inject', '-f', fixture('rollout.yaml'), '--filename', fixture('kubectl-create-deployment.yaml')]);
+    expect(injected(both.stderr)).toBe(2);
+    // -o json of YAML input: the same objects, as kubectl prints them (several as a List).
+    const asYaml = docs(both.stdout);
+    const asJson = JSON.parse(
+      run(['inject', '-o', 'json', '-f', fixture('rollout.yaml'), '-f', fixture('kubectl-create-deployment.yaml')]).stdout,
+    ) as { kind: string; items: unknown[] };
+    expect(asJson).toEqual({ apiVersion: 'v1', kind: 'List', items: asYaml });
+    const fromJson = run(['inject', '-o', 'yaml', '-f', fixture('deployment.json')]);
+    expect(docs(fromJson.stdout)).toEqual([JSON.parse(run(['inject', fixture('deployment.json')]).stdout)]);
+    expect(run(['inject', '-o', 'xml', '-f', fixture('rollout.yaml')]).code).toBe(2);
+    expect(run(['inject', '--version']).stdout).toMatch(/^drain-sidecar \d+\.\d+\.\d+\n$/);
+    const json = run(['check', '-o', 'json', '-f', fixture('rollout.yaml')]);
+    expect(Array.isArray(JSON.parse(json.stdout))).toBe(true);
   });
 });
 

@@ -326,6 +326,62 @@ describe('k8s/webhook', () => {
     expect(excluded?.values).toEqual(expect.arrayContaining(['kube-system', 'drain-sidecar']));
   });
 
+  interface Selector {
+    matchLabels?: Record<string, string>;
+    matchExpressions?: { key: string; operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist'; values?: string[] }[];
+  }
+  /** A label selector as the API server evaluates it. */
+  const matches = (selector: Selector | undefined, labels: Record<string, string>): boolean =>
+    Object.entries(selector?.matchLabels ?? {}).every(([k, v]) => labels[k] === v) &&
+    (selector?.matchExpressions ?? []).every((e) => {
+      const has = e.key in labels;
+      if (e.operator === 'Exists') return has;
+      if (e.operator === 'DoesNotExist') return !has;
+      const inValues = has && (e.values ?? []).includes(labels[e.key] as string);
+      return e.operator === 'In' ? inValues : !inValues;
+    });
+
+  it('injects every new pod of a namespace labelled drain-sidecar.dev/inject=enabled, but pods that opt out', async () => {
+    const { webhooks } = byKind<{
+      webhooks: {
+        name: string;
+        objectSelector?: Selector;
+        namespaceSelector?: Selector;
+        clientConfig: { service: { path: string } };
+      }[];
+    }>('MutatingWebhookConfiguration');
+    const namespaces: Record<string, Record<string, string>> = {
+      enabled: { 'kubernetes.io/metadata.name': 'shop', 'drain-sidecar.dev/inject': 'enabled' },
+      plain: { 'kubernetes.io/metadata.name': 'other' },
+      system: { 'kubernetes.io/metadata.name': 'kube-system', 'drain-sidecar.dev/inject': 'enabled' },
+    };
+    const pods: Record<string, Record<string, string>> = {
+      unlabelled: { app: 'web' },
+      'opted in': { app: 'web', 'drain-sidecar.dev/inject': 'true' },
+      'opted out': { app: 'web', 'drain-sidecar.dev/inject': 'false' },
+    };
+    const injected: string[] = [];
+    for (const [ns, nsLabels] of Object.entries(namespaces)) {
+      for (const [podName, labels] of Object.entries(pods)) {
+        // What the API server calls: every entry whose selectors match, at its path.
+        const called = webhooks.filter((w) => matches(w.objectSelector, labels) && matches(w.namespaceSelector, nsLabels));
+        expect(called.length, `${ns}/${podName}`).toBeLessThanOrEqual(1);
+        for (const w of called) {
+          const pod = replicaSetPod();
+          (pod.metadata as { labels: Record<string, string> }).labels = labels;
+          const path = w.clientConfig.service.path;
+          const r = responseOf(await post(path, reviewOf(pod)));
+          if (r.patch) injected.push(`${ns}/${podName}`);
+        }
+      }
+    }
+    expect(injected.sort()).toEqual(['enabled/opted in', 'enabled/unlabelled', 'plain/opted in']);
+    // The webhook's own check: an opted-out pod sent to the namespace path is still left alone.
+    const optedOut = replicaSetPod();
+    (optedOut.metadata as { labels: Record<string, string> }).labels = pods['opted out'] as Record<string, string>;
+    expect(responseOf(await post('/mutate/namespace', reviewOf(optedOut))).patch).toBeUndefined();
+  });
+
   it('runs two hardened replicas behind a PodDisruptionBudget, serving the certificate cert-manager makes', () => {
     const deployment = byKind<WebhookDeployment>('Deployment');
     expect(deployment.spec.replicas).toBe(2);
