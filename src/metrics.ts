@@ -50,6 +50,8 @@ interface MetricSpec {
   buckets?: number[];
   /** Exported only in proxy mode. */
   proxyOnly?: boolean;
+  /** Which label combinations start at zero, where not all: those that can happen and an alert or a rate reads. */
+  initialized?: (labels: Record<string, string>) => boolean;
 }
 
 export const METRIC_SPECS = {
@@ -58,6 +60,9 @@ export const METRIC_SPECS = {
     type: 'counter',
     help: 'Hook calls by endpoint and outcome. Every outcome but rejected_busy and unauthorized held the pod.',
     labels: { endpoint: HOOK_ENDPOINTS, outcome: HOOK_OUTCOMES },
+    // /observe takes no parameter (never clamped or malformed), and each series is paid by every pod: its calls start
+    // at zero for what the alerts and rates read, the rest appears when it happens.
+    initialized: ({ endpoint, outcome }) => endpoint !== 'observe' || outcome === 'ok' || outcome === 'unauthorized',
   },
   hooksInProgress: {
     name: `${METRIC_PREFIX}hooks_in_progress`,
@@ -245,7 +250,7 @@ function labelCombinations(labels: Record<string, readonly string[]>, runtimeVal
 
 function create(spec: MetricSpec, registers: Registry[], runtimeValues: Record<string, string[]>) {
   const config = { name: spec.name, help: spec.help, labelNames: Object.keys(spec.labels ?? {}), registers };
-  const combos = labelCombinations(spec.labels ?? {}, runtimeValues);
+  const combos = labelCombinations(spec.labels ?? {}, runtimeValues).filter((c) => spec.initialized?.(c) ?? true);
   switch (spec.type) {
     case 'counter': {
       const counter = new Counter(config);

@@ -20,7 +20,10 @@ const files = (dir: string): string[] =>
 
 function inject(text: string, args: string[] = []): string {
   let out = '';
-  runSubcommand('inject', [...args, '-'], { stdin: () => Buffer.from(text), out: (t) => void (out += t), err: () => {} });
+  const write = (t: string) => {
+    out += t;
+  };
+  runSubcommand('inject', [...args, '-'], { stdin: () => Buffer.from(text), out: write, err: () => {} });
   return out;
 }
 

@@ -30,7 +30,8 @@ async function rawApp(answer: string): Promise<{ port: number; heads: string[] }
 
 async function proxyTo(appPort: number) {
   const sidecar = await startSidecar({ DRAIN_PROXY_LISTEN: '127.0.0.1:0', DRAIN_PROXY_UPSTREAM: `127.0.0.1:${appPort}` });
-  return (sidecar.proxy?.server.address() as { port: number }).port;
+  if (!sidecar.proxy) throw new Error('proxy mode did not start');
+  return (sidecar.proxy.server.address() as { port: number }).port;
 }
 
 describe('proxy mode at the edges of HTTP', () => {

@@ -8,7 +8,7 @@ import { startSidecarProcess } from '../process.js';
 
 afterEach(cleanup);
 
-const SERIES_BUDGET = { passive: 80, proxy: 120 };
+const SERIES_BUDGET = { passive: 80, proxy: 125 };
 
 async function scrape(env: Record<string, string>): Promise<{ series: string[]; body: string }> {
   const sidecar = await startSidecarProcess(env);
