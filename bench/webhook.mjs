@@ -1,6 +1,6 @@
 // The admission webhook on the built executable over TLS: reviews per second and latency (p50, p99) at 1 and 64
 // concurrent clients on keep-alive connections, and its RSS idle and under load; then 64 clients sending reviews of a
-// 2.9 MB pod (the size etcd allows), which its bound on bytes in flight answers 429 past 8 MiB. Prints figures;
+// 2.9 MB pod (the size etcd allows), which its bound on bytes in flight answers 429 past 4 MiB. Prints figures;
 // asserts nothing.
 // Usage: npm run build:sea && node bench/webhook.mjs
 import { spawn } from 'node:child_process';

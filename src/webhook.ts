@@ -21,7 +21,7 @@ const MAX_BODY_BYTES = 3 * 1024 * 1024;
 const MAX_CONCURRENT_REVIEWS = 256;
 // Bytes of reviews in progress at once: a review parsed takes several times its size, so 64 reviews of 3 MiB would take
 // the webhook past its memory limit. Typical pods are a few KiB, so this bound is met only by outsized ones.
-const MAX_BYTES_IN_FLIGHT = 8 * 1024 * 1024;
+const MAX_BYTES_IN_FLIGHT = 4 * 1024 * 1024;
 const MAX_CONNECTIONS = 1024;
 // Well under the webhook's timeoutSeconds (5 in k8s/webhook/): a slow client is cut before the API server gives up. The
 // TLS handshake too: a connection that never starts one would otherwise hold its place for two minutes.
