@@ -62,6 +62,25 @@ describe.skipIf(!hasKubectl && process.env.CI !== 'true')('k8s kustomizations, r
     for (const doc of rendered[dir] ?? []) validate(doc);
   });
 
+  it('k8s/monitoring loads itself in kube-prometheus-stack: the dashboard ConfigMap and level:metric:operations rules', () => {
+    const docs = rendered.monitoring ?? [];
+    const configMap = docs.find((d) => d.kind === 'ConfigMap') as
+      | { metadata: { labels: Record<string, string> }; data: Record<string, string> }
+      | undefined;
+    // Grafana's dashboard sidecar loads every ConfigMap labelled grafana_dashboard: "1".
+    expect(configMap?.metadata.labels.grafana_dashboard).toBe('1');
+    const dashboard = JSON.parse(configMap?.data['grafana-dashboard.json'] ?? '{}') as { panels?: unknown[] };
+    expect(dashboard).toEqual(JSON.parse(readFileSync(join(K8S, 'monitoring/grafana-dashboard.json'), 'utf8')));
+    expect(dashboard.panels?.length).toBeGreaterThan(0);
+    const rules = docs.find((d) => d.kind === 'PrometheusRule') as unknown as {
+      spec: { groups: { rules: { record?: string }[] }[] };
+    };
+    const records = rules.spec.groups.flatMap((g) => g.rules.flatMap((r) => (r.record ? [r.record] : [])));
+    expect(records.length).toBeGreaterThan(3);
+    // Prometheus' naming: level (the labels kept) : metric : operations; these aggregate by namespace and workload.
+    for (const record of records) expect(record).toMatch(/^namespace_workload:drain_sidecar_[a-z_]+:[a-z0-9_]+$/);
+  });
+
   it('the component adds the native sidecar, the hook on the numeric port and the inputs to a plain Deployment', () => {
     const [shop] = (rendered['component-example'] ?? []) as unknown as PodDeployment[];
     expect(rendered['component-example']).toHaveLength(1);
