@@ -18,6 +18,7 @@ import {
   type Mode,
   proxyServiceEdits,
   type ServiceInfo,
+  uninjectEdits,
   type Workload,
 } from './inject.js';
 import { applyToObject, type Edit, editSource, InputError, type Path, parseSource, type Source } from './manifest.js';
@@ -144,6 +145,10 @@ function readInputs(paths: { path: string; recursive: boolean }[], io: CliIo): S
     return parseSource(name, decode(name, bytes));
   });
 }
+
+/** Text as printed: ending with a line break (in the text's own style), so that the next input's can follow. */
+const withFinalLineBreak = (text: string): string =>
+  text.endsWith('\n') || text === '' ? text : `${text}${text.includes('\r\n') ? '\r\n' : '\n'}`;
 
 /** Writes a file whole or not at all: a temporary file beside it, then a rename; the file's mode is kept. */
 function writeAtomically(file: string, text: string): void {
@@ -360,7 +365,7 @@ function runInject(argv: string[], io: CliIo): number {
     const printed = results.filter((r) => r.text !== undefined);
     printed.forEach((r, i) => {
       const text = r.text as string;
-      io.out(text.endsWith('\n') || text === '' ? text : `${text}\n`);
+      io.out(withFinalLineBreak(text));
       if (i < printed.length - 1 && !r.source.json) io.out('---\n');
     });
   }
@@ -383,8 +388,59 @@ function runCheck(argv: string[], io: CliIo): number {
   return findings.some((f) => f.severity === 'error') ? EXIT_FINDINGS : 0;
 }
 
+const UNINJECT_HELP = `Usage: drain-sidecar uninject [-f] [-R] <file|dir|->... [--in-place]
+
+Takes out of every pod template exactly what inject put in (the sidecar, the hooks it added and not those it kept,
+labels and annotations), from the record inject leaves on the template (the annotation drain-sidecar.dev/injected).
+A Service whose targetPort proxy mode moved is not moved back: set it to the app's port again.
+Exit codes: 0 done, 2 bad input or an edit that would not read back as intended (nothing written for that file).
+`;
+
+function runUninject(argv: string[], io: CliIo): number {
+  const flags = readFlags(argv, [], ['--in-place']);
+  const inPlace = flags.switches.has('--in-place');
+  const sources = inputsOf(flags, io);
+  if (inPlace && sources.some((s) => s.name === '(stdin)')) throw new UsageError('--in-place rewrites files; stdin is none');
+  const results = sources.map((source) => {
+    const intended = structuredClone(source.objects);
+    const edits = new Map<number, { base: Path; edits: Edit[] }[]>();
+    source.objects.forEach((obj, doc) => {
+      for (const found of podTemplates(obj)) {
+        const id = `${found.workload.kind}/${found.workload.name}`;
+        const undo = uninjectEdits(found.workload.template);
+        if (!undo) continue;
+        edits.set(doc, [...(edits.get(doc) ?? []), { base: found.templatePath, edits: undo }]);
+        applyToObject(intended[doc], found.templatePath, undo);
+        io.err(`uninjected ${id}\n`);
+      }
+    });
+    if (edits.size === 0) return { source, text: source.text, changed: false };
+    try {
+      return { source, text: editSource(source, edits, intended), changed: true };
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      io.err(`drain-sidecar uninject: ${err.message}\n`);
+      return { source, text: undefined, changed: false };
+    }
+  });
+  const broken = results.filter((r) => r.text === undefined);
+  if (inPlace) {
+    if (broken.length > 0) return EXIT_USAGE;
+    for (const r of results) if (r.changed) writeAtomically(r.source.name, r.text as string);
+  } else {
+    const printed = results.filter((r) => r.text !== undefined);
+    printed.forEach((r, i) => {
+      const text = r.text as string;
+      io.out(withFinalLineBreak(text));
+      if (i < printed.length - 1 && !r.source.json) io.out('---\n');
+    });
+  }
+  return broken.length > 0 ? EXIT_USAGE : 0;
+}
+
 const SUBCOMMANDS = {
   inject: { run: runInject, help: INJECT_HELP },
+  uninject: { run: runUninject, help: UNINJECT_HELP },
   check: { run: runCheck, help: CHECK_HELP },
 } as const;
 

@@ -535,8 +535,42 @@ export function inject(w: Workload, o: InjectOptions, all: ServiceInfo[] = []): 
   const annotations = Object.fromEntries(
     Object.values(MESH_EXCLUDE_ANNOTATIONS).map((key) => [key, withPort(current[key], d.sidecarPort)]),
   );
-  edits.push(...metadataEdits(w.template, { labels: { [MONITORING_LABEL]: 'true' }, annotations }));
+  const labels = { [MONITORING_LABEL]: 'true' };
+  // What uninject needs to take out exactly what was put in (and not the hooks kept): the edits undone, recorded on the
+  // template itself, as a mesh's injector records its status.
+  const record = edits.length > 0;
+  const meta = (undo: string) =>
+    metadataEdits(w.template, { labels, annotations: record ? { ...annotations, [INJECTED_ANNOTATION]: undo } : annotations });
+  const undo = [...edits, ...meta('')].map((e) => inverse(w.template, e));
+  edits.push(...meta(JSON.stringify(undo)));
   return { outcome: edits.length > 0 ? 'injected' : 'unchanged', edits, findings, derived: d };
+}
+
+/** The annotation on an injected pod template that says how to undo the injection (a JSON list of edits). */
+export const INJECTED_ANNOTATION = `${ANNOTATION}/injected`;
+
+/** The edit that undoes e on the template: what an add put in is removed, what a replace replaced is put back. */
+function inverse(template: PodTemplate, e: Edit): Edit {
+  const before = e.path.reduce<unknown>(
+    (v, k) => (v !== null && typeof v === 'object' ? (v as Record<string | number, unknown>)[k] : undefined),
+    template,
+  );
+  return e.op === 'replace' || before !== undefined
+    ? { op: 'replace', path: e.path, value: before }
+    : { op: 'remove', path: e.path };
+}
+
+/** The edits that undo an injection, from the template's record of it; undefined where it has none or it is unreadable. */
+export function uninjectEdits(template: PodTemplate): Edit[] | undefined {
+  const text = template.metadata?.annotations?.[INJECTED_ANNOTATION];
+  if (text === undefined) return undefined;
+  try {
+    const edits = JSON.parse(text) as Edit[];
+    const valid = Array.isArray(edits) && edits.every((e) => ['remove', 'replace'].includes(e?.op) && Array.isArray(e.path));
+    return valid ? edits : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function isSpot(spec: PodSpec): boolean {

@@ -37,12 +37,13 @@ function loadSockDiag(log: Logger): SockDiag | undefined {
 // webhook's code.
 const SUBCOMMANDS = {
   inject: 'add drain-sidecar and its hooks to Kubernetes manifests',
+  uninject: 'take out of Kubernetes manifests what inject put in',
   check: 'report drain misconfiguration in Kubernetes manifests',
   webhook: 'serve the mutating admission webhook that injects it into opted-in pods',
 } as const;
 
-/** A subcommand (inject, check): synchronous writes, so nothing is lost to process.exit on a pipe. */
-async function subcommand(name: 'inject' | 'check', argv: string[]): Promise<never> {
+/** A subcommand (inject, uninject, check): synchronous writes, so nothing is lost to process.exit on a pipe. */
+async function subcommand(name: 'inject' | 'uninject' | 'check', argv: string[]): Promise<never> {
   const { runSubcommand } = await import('./cli.js');
   const code = runSubcommand(name, argv, {
     stdin: () => readFileSync(0),
@@ -82,7 +83,7 @@ async function webhook(argv: string[]): Promise<void> {
 
 async function main(): Promise<void> {
   const [first, ...rest] = process.argv.slice(2);
-  if (first === 'inject' || first === 'check') return subcommand(first, rest);
+  if (first === 'inject' || first === 'uninject' || first === 'check') return subcommand(first, rest);
   if (first === 'webhook') return webhook(rest);
   const result = parseConfig(process.env, process.argv.slice(2));
   if (result.ok === 'help') {

@@ -29,11 +29,14 @@ import {
 
 export type Path = (string | number)[];
 
-/** One edit of an object, at a path of keys and indices: JSON Patch without the string form. `add` at an index appends. */
+/**
+ * One edit of an object, at a path of keys and indices: JSON Patch without the string form. `add` at an index appends;
+ * `remove` takes out what an `add` put in (uninject), its text whole.
+ */
 export interface Edit {
-  op: 'add' | 'replace';
+  op: 'add' | 'replace' | 'remove';
   path: Path;
-  value: unknown;
+  value?: unknown;
 }
 
 /** What the user must fix in what was read; the message names the file and, where it can, the line. */
@@ -91,7 +94,10 @@ export function applyToObject(root: unknown, base: Path, edits: Edit[]): void {
     const path = [...base, ...e.path];
     const parent = path.slice(0, -1).reduce<unknown>((v, k) => (v as Record<string | number, unknown>)[k], root);
     const key = path.at(-1) as string | number;
-    if (Array.isArray(parent) && e.op === 'add') parent.splice(key as number, 0, structuredClone(e.value));
+    if (e.op === 'remove') {
+      if (Array.isArray(parent)) parent.splice(key as number, 1);
+      else delete (parent as Record<string | number, unknown>)[key];
+    } else if (Array.isArray(parent) && e.op === 'add') parent.splice(key as number, 0, structuredClone(e.value));
     else (parent as Record<string | number, unknown>)[key] = structuredClone(e.value);
   }
 }
@@ -319,10 +325,51 @@ class Editor {
     return insertLines(this.text, seq.range[1], `${spaces(dash)}${renderBlock([value], dash, this.style)}`, eol);
   }
 
+  /**
+   * Takes an item or a pair out with the text an insertion gave it: in block style its whole lines (and the line break
+   * before them at the end of a file without a final one), in flow style the separator before it, or after it when it
+   * is the first.
+   */
+  private remove(parent: YAMLMap | YAMLSeq, index: number): Splice {
+    const item = parent.items[index] as Pair<Node, Node | null> | Node;
+    const first = (isPair(item) ? item.key : item) as Node;
+    const last = (isPair(item) ? (item.value ?? item.key) : item) as Node;
+    const start = (first.range as [number, number, number])[0];
+    const end = (last.range as [number, number, number])[1];
+    if (parent.flow) {
+      if (parent.items.length === 1) {
+        const range = parent.range as [number, number, number];
+        return { start: range[0] + 1, end: this.text.lastIndexOf(isMap(parent) ? '}' : ']', range[1]), text: '' };
+      }
+      if (index > 0) {
+        const before = parent.items[index - 1] as Pair<Node, Node | null> | Node;
+        const prevEnd = ((isPair(before) ? (before.value ?? before.key) : before) as Node).range as [number, number, number];
+        return { start: prevEnd[1], end, text: '' };
+      }
+      const next = parent.items[1] as Pair<Node, Node | null> | Node;
+      const nextStart = ((isPair(next) ? next.key : next) as Node).range as [number, number, number];
+      return { start, end: nextStart[0], text: '' };
+    }
+    const lineStart = this.text.lastIndexOf('\n', start - 1) + 1;
+    const stop = nextLineStart(this.text, end);
+    const atEnd = stop === this.text.length && this.text[stop - 1] !== '\n';
+    return { start: atEnd ? lineStart - this.style.eol.length : lineStart, end: stop, text: '' };
+  }
+
   splice(base: Path, e: Edit): Splice {
     const path = [...base, ...e.path];
     const parent = this.resolve(path.slice(0, -1));
     const key = path.at(-1) as string | number;
+    if (e.op === 'remove') {
+      const index =
+        typeof key === 'number' && isSeq(parent)
+          ? key
+          : isMap(parent)
+            ? (parent.items as Pair<Node>[]).findIndex((p) => isScalar(p.key) && String(p.key.value) === key)
+            : -1;
+      if (index < 0 || index >= (parent as YAMLSeq).items.length) this.fail(parent, `nothing to remove at ${path.join('.')}`);
+      return this.remove(parent as YAMLMap | YAMLSeq, index);
+    }
     if (typeof key === 'number') {
       if (!isSeq(parent) || e.op !== 'add' || key !== parent.items.length)
         this.fail(parent, `inject appends to lists only (${path.join('.')})`);

@@ -213,6 +213,42 @@ describe('drain-sidecar inject', () => {
   });
 });
 
+describe('drain-sidecar uninject', () => {
+  it('takes out exactly what inject put in, keeping the hooks inject kept', () => {
+    // One container already calls the sidecar (inject keeps its hook); the other gets one.
+    const input = [
+      'apiVersion: v1',
+      'kind: Pod',
+      'metadata:',
+      '  name: two',
+      'spec:',
+      '  containers:',
+      '  - name: kept',
+      '    ports: [{containerPort: 8080}]',
+      '    lifecycle:',
+      '      preStop:',
+      '        httpGet: {port: 9555, path: "/sleep?s=12"}',
+      '  - name: added',
+      '    ports: [{containerPort: 8081}]',
+      '',
+    ].join('\n');
+    const injected = run(['inject', '-'], input);
+    expect(injected.code).toBe(0);
+    const [pod] = docs(injected.stdout).flatMap(podSpecs);
+    expect(pod?.containers.map((c) => c.lifecycle?.preStop?.httpGet?.path)).toEqual(['/sleep?s=12', '/sleep?s=20']);
+    const undone = run(['uninject', '-'], injected.stdout);
+    expect(undone.stderr).toContain('uninjected Pod/two');
+    expect(undone.stdout).toBe(input);
+    // A file without the record is left as it is.
+    expect(run(['uninject', '-'], input).stdout).toBe(input);
+    // In place, as inject.
+    const dir = mkdtempSync(join(tmpdir(), 'uninject-'));
+    writeFileSync(join(dir, 'pod.yaml'), injected.stdout);
+    expect(run(['uninject', '--in-place', '-f', join(dir, 'pod.yaml')]).code).toBe(0);
+    expect(readFileSync(join(dir, 'pod.yaml'), 'utf8')).toBe(input);
+  });
+});
+
 describe('kubectl-shaped flags', () => {
   it('takes -f/--filename (repeatable), -R for subdirectories of a -f directory, -o yaml|json and --version', () => {
     const dir = mkdtempSync(join(tmpdir(), 'flags-'));

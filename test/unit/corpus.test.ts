@@ -168,6 +168,12 @@ describe.each(Object.keys(STYLES))('inject on the corpus, %s style', (style) => 
     const second = run(['inject', '--image', IMAGE, '-'], first.stdout);
     expect(second.stdout).toBe(first.stdout);
     expect(second.code).toBe(first.code);
+    // uninject takes out exactly what inject put in: the input again, byte for byte.
+    const undone = run(['uninject', '-'], first.stdout);
+    expect(undone.code).toBe(0);
+    expect(undone.stdout).toBe(
+      input.endsWith('\n') || input === '' ? input : `${input}${input.includes('\r\n') ? '\r\n' : '\n'}`,
+    );
   });
 });
 
