@@ -17,6 +17,7 @@ import {
   MODES,
   type Mode,
   proxyServiceEdits,
+  recordedServiceEdits,
   type ServiceInfo,
   uninjectEdits,
   type Workload,
@@ -304,10 +305,11 @@ function injectSource(source: Source, options: InjectOptions, io: CliIo): { resu
       );
       if (result.edits.length > 0) record(docIndex, found.templatePath, result.edits);
       if (d.mode !== 'proxy') continue;
-      const matching = svc.flatMap((s) => proxyServiceEdits(s, found.workload, d).map((e) => ({ s, e })));
-      for (const { s, e } of matching) {
-        record(s.doc, s.path, [e]);
-        io.err(`moved Service/${s.name} to the proxy port ${e.value}\n`);
+      const matching = svc.filter((s) => proxyServiceEdits(s, found.workload, d).length > 0);
+      for (const s of matching) {
+        const service = get(source.objects[s.doc], s.path) as { metadata?: { annotations?: Record<string, string> } };
+        record(s.doc, s.path, recordedServiceEdits(service, proxyServiceEdits(s, found.workload, d)));
+        io.err(`moved Service/${s.name} to the proxy port ${d.proxyPort}\n`);
       }
       if (matching.length === 0) {
         io.err(`info    ${id}: no Service selecting it in this input; point its Service's targetPort at ${d.proxyPort}\n`);
@@ -392,7 +394,7 @@ const UNINJECT_HELP = `Usage: drain-sidecar uninject [-f] [-R] <file|dir|->... [
 
 Takes out of every pod template exactly what inject put in (the sidecar, the hooks it added and not those it kept,
 labels and annotations), from the record inject leaves on the template (the annotation drain-sidecar.dev/injected).
-A Service whose targetPort proxy mode moved is not moved back: set it to the app's port again.
+A Service whose targetPort proxy mode moved goes back to the app's port, from the record inject left on it.
 Exit codes: 0 done, 2 bad input or an edit that would not read back as intended (nothing written for that file).
 `;
 
@@ -404,16 +406,22 @@ function runUninject(argv: string[], io: CliIo): number {
   const results = sources.map((source) => {
     const intended = structuredClone(source.objects);
     const edits = new Map<number, { base: Path; edits: Edit[] }[]>();
+    const undo = (doc: number, base: Path, list: Edit[], id: string) => {
+      edits.set(doc, [...(edits.get(doc) ?? []), { base, edits: list }]);
+      applyToObject(intended[doc], base, list);
+      io.err(`uninjected ${id}\n`);
+    };
     source.objects.forEach((obj, doc) => {
       for (const found of podTemplates(obj)) {
-        const id = `${found.workload.kind}/${found.workload.name}`;
-        const undo = uninjectEdits(found.workload.template);
-        if (!undo) continue;
-        edits.set(doc, [...(edits.get(doc) ?? []), { base: found.templatePath, edits: undo }]);
-        applyToObject(intended[doc], found.templatePath, undo);
-        io.err(`uninjected ${id}\n`);
+        const list = uninjectEdits(found.workload.template);
+        if (list) undo(doc, found.templatePath, list, `${found.workload.kind}/${found.workload.name}`);
       }
     });
+    // A Service whose targetPort proxy mode moved, back to the app's port.
+    for (const s of services(source.objects)) {
+      const list = uninjectEdits(get(source.objects[s.doc], s.path) as { metadata?: { annotations?: Record<string, string> } });
+      if (list) undo(s.doc, s.path, list, `Service/${s.name}`);
+    }
     if (edits.size === 0) return { source, text: source.text, changed: false };
     try {
       return { source, text: editSource(source, edits, intended), changed: true };

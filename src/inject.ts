@@ -549,8 +549,20 @@ export function inject(w: Workload, o: InjectOptions, all: ServiceInfo[] = []): 
 /** The annotation on an injected pod template that says how to undo the injection (a JSON list of edits). */
 export const INJECTED_ANNOTATION = `${ANNOTATION}/injected`;
 
-/** The edit that undoes e on the template: what an add put in is removed, what a replace replaced is put back. */
-function inverse(template: PodTemplate, e: Edit): Edit {
+/**
+ * The edits of a Service (proxy mode's targetPort move) with the record of how to undo them, as on a pod template.
+ */
+export function recordedServiceEdits(service: { metadata?: { annotations?: Record<string, string> } }, edits: Edit[]): Edit[] {
+  const meta = (undo: string): Edit[] =>
+    service.metadata?.annotations
+      ? [{ op: 'add', path: ['metadata', 'annotations', INJECTED_ANNOTATION], value: undo }]
+      : [{ op: 'add', path: ['metadata', 'annotations'], value: { [INJECTED_ANNOTATION]: undo } }];
+  const undo = [...edits, ...meta('')].map((e) => inverse(service, e));
+  return [...edits, ...meta(JSON.stringify(undo))];
+}
+
+/** The edit that undoes e on an object: what an add put in is removed, what a replace replaced is put back. */
+function inverse(template: object, e: Edit): Edit {
   const before = e.path.reduce<unknown>(
     (v, k) => (v !== null && typeof v === 'object' ? (v as Record<string | number, unknown>)[k] : undefined),
     template,
@@ -560,9 +572,9 @@ function inverse(template: PodTemplate, e: Edit): Edit {
     : { op: 'remove', path: e.path };
 }
 
-/** The edits that undo an injection, from the template's record of it; undefined where it has none or it is unreadable. */
-export function uninjectEdits(template: PodTemplate): Edit[] | undefined {
-  const text = template.metadata?.annotations?.[INJECTED_ANNOTATION];
+/** The edits that undo an injection, from an object's record of it; undefined where it has none or it is unreadable. */
+export function uninjectEdits(target: { metadata?: { annotations?: Record<string, string> } }): Edit[] | undefined {
+  const text = target.metadata?.annotations?.[INJECTED_ANNOTATION];
   if (text === undefined) return undefined;
   try {
     const edits = JSON.parse(text) as Edit[];

@@ -241,6 +241,16 @@ describe('drain-sidecar uninject', () => {
     expect(undone.stdout).toBe(input);
     // A file without the record is left as it is.
     expect(run(['uninject', '-'], input).stdout).toBe(input);
+    // Proxy mode: the Service's targetPort goes back too.
+    const stream = readFileSync(fixture('stream.yaml'), 'utf8').replace(
+      '            - { name: metrics, containerPort: 9090 }\n',
+      '',
+    );
+    const proxied = run(['inject', '--mode', 'proxy', '-'], stream);
+    expect(proxied.stderr).toContain('moved Service/web to the proxy port 9556');
+    const back = run(['uninject', '-'], proxied.stdout);
+    expect(back.stderr).toContain('uninjected Service/web');
+    expect(back.stdout).toBe(stream);
     // In place, as inject.
     const dir = mkdtempSync(join(tmpdir(), 'uninject-'));
     writeFileSync(join(dir, 'pod.yaml'), injected.stdout);
