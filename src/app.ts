@@ -15,8 +15,10 @@ import type { Connections } from './connections.js';
 import { type Drain, idleRule } from './drain.js';
 import { exposition, type HookEndpoint, type Metrics } from './metrics.js';
 import { parseDrainParams, parseSleepParams } from './params.js';
+import type { Probers } from './probers.js';
 import type { DrainProxy } from './proxy.js';
 import type { Scrapes } from './shutdown.js';
+import type { Startup } from './startup.js';
 
 export class HttpError extends Error {
   constructor(
@@ -35,6 +37,9 @@ export interface AppDeps {
   clock: Clock;
   drain: Drain;
   connections: Connections;
+  /** Learns the kubelet's address from its calls (probes, hooks). */
+  probers: Probers;
+  startup: Startup;
   proxy: DrainProxy | undefined;
   metrics: Metrics;
   registry: Registry;
@@ -120,11 +125,17 @@ function withinOneEdit(a: string, b: string): boolean {
 }
 
 export function createApp(deps: AppDeps): Hono<Env> {
-  const { config, clock, drain, connections, proxy, metrics, registry, scrapes, log, isTerminating } = deps;
+  const { config, clock, drain, connections, probers, startup, proxy, metrics, registry, scrapes, log, isTerminating } = deps;
   const admit = hookAdmission(deps);
 
   // Kubelets before 1.26 call `//sleep?s=20`.
   const app = new Hono<Env>({ getPath: (req) => getPath(req).replace(/^\/{2,}/, '/') });
+
+  // The kubelet probes this port from the address it probes the app from: its connections to the app ports are probes.
+  app.use(async (c, next) => {
+    probers.saw(c.env?.incoming?.socket?.remoteAddress, c.req.header('user-agent'));
+    await next();
+  });
 
   /** Answers at once, before anything is held or any state changes. */
   /**
@@ -280,6 +291,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
       state: isTerminating() ? 'terminating' : drain.open ? 'draining' : 'serving',
       hooksInProgress: drain.hooksInProgress,
       app: snapshot ? { signal: snapshot.signal, ports: snapshot.ports } : null,
+      probes: { kubeletAddresses: probers.addresses, connectionsSeen: connections.probesSeen },
+      startup: startup.status(),
       proxy: proxy ? { upstream: config.proxyUpstream, inFlight: proxy.inFlight } : null,
       episode: drain.status(),
       lastEpisode: drain.lastEpisode ?? null,

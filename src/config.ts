@@ -25,6 +25,8 @@ export interface Config {
   drainMinSeconds: number;
   drainQuietSeconds: number;
   pollSeconds: number;
+  startupWindowSeconds: number;
+  minReadySeconds: number | undefined;
   procNetDir: string;
   proxyListen: HostPort | undefined;
   proxyUpstream: HostPort | undefined;
@@ -88,6 +90,11 @@ const portList: Parser<number[]> = (raw) => {
 };
 
 const text: Parser<string> = (raw) => raw;
+
+const optional =
+  <T>(parse: Parser<T>): Parser<T | undefined> =>
+  (raw) =>
+    raw.trim() === '' ? undefined : parse(raw);
 
 /** An IP address to listen on; empty means all interfaces. Names are refused: they would be resolved at listen time. */
 const listenHost: Parser<string> = (raw) =>
@@ -226,7 +233,23 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     flag: '--poll-seconds',
     default: '0.2',
     parse: seconds(0.01, 10),
-    help: "How often the app's connections are read during a termination (never while idle).",
+    help: "How often the app's connections are read during a termination and the start-up window (never while idle).",
+  },
+  {
+    key: 'startupWindowSeconds',
+    env: 'DRAIN_STARTUP_WINDOW_SECONDS',
+    flag: '--startup-window-seconds',
+    default: '300',
+    parse: seconds(0, MAX_SECONDS),
+    help: 'From start-up, read the app ports every DRAIN_POLL_SECONDS for at most this long, until the first request from anything but the kubelet: when the app began listening, answered its first probe and got its first traffic (startup finished). 0: off.',
+  },
+  {
+    key: 'minReadySeconds',
+    env: 'DRAIN_MIN_READY_SECONDS',
+    flag: '--min-ready-seconds',
+    default: '',
+    parse: optional(seconds(0, MAX_SECONDS)),
+    help: "The workload's minReadySeconds (inject passes it): exported as min_ready_seconds, and startup finished warns when the first traffic came later after readiness. Empty: unknown, not exported.",
   },
   {
     key: 'procNetDir',

@@ -4,10 +4,13 @@
 // the addon, /proc/net/tcp shows connections only: a request on a pooled connection is invisible there.
 // Either way a connection that opens and closes between two reads is missed unless the app closed it first (it then
 // lingers in TIME_WAIT, which is seen).
+// The kubelet's probes of the app ports are not traffic: connections from the address its probes of the sidecar come
+// from (src/probers.ts) are counted apart, and count toward no late arrival, no quiet rule and no first traffic.
 
 import type { Logger } from 'pino';
 import { type Clock, secondsSince } from './clock.js';
 import type { Metrics } from './metrics.js';
+import type { Probers } from './probers.js';
 import { parseNetCounter, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
 import { decodeSockDiag, type SockDiag, type TcpInfo } from './sockdiag.js';
 
@@ -24,6 +27,8 @@ export interface PortStats {
   newSegments?: number;
   /** sock_diag only: connections that received payload more recently than they sent any (requests being answered). */
   inFlight?: number;
+  /** Sockets from the kubelet's address (its probes), in every state but LISTEN; counted in none of the above. */
+  probes: number;
 }
 
 /** Where the sockets were read: tcp_info through sock_diag, or /proc/net/tcp when the addon cannot be used. */
@@ -47,6 +52,8 @@ export interface EpisodeTraffic {
   lateRequestsEstimate?: number;
   /** Seconds from the start of the episode to the last inbound payload (or new connection) in it; null when none. */
   lastArrivalSeconds: number | null;
+  /** New connections from the kubelet's address (its probes of the app ports), left out of the figures above. */
+  probeConnections: number;
 }
 
 export interface ConnectionsDeps {
@@ -61,6 +68,8 @@ export interface ConnectionsDeps {
   pollMs: number;
   /** True while the pod is terminating (src/termination.ts): what arrives then is late. */
   inTermination: () => boolean;
+  /** Where the kubelet's probes come from; without it every connection is traffic. */
+  probers?: Probers;
 }
 
 /** One read of the sockets on the app ports. */
@@ -83,6 +92,12 @@ export interface Comparison {
   baseline: Baseline | undefined;
   /** When the app last heard from a client on a socket that changed since the baseline; -Infinity when none did. */
   heard: number;
+  /** The earliest such moment: when the first of them arrived, to a poll interval; Infinity when none did. */
+  firstHeard: number;
+  /** New connections from the kubelet's address since the baseline (its probes). */
+  newProbes: number;
+  /** When the app first answered one of the kubelet's connections now visible; Infinity when it answered none. */
+  probeAnswered: number;
 }
 
 // Timers fire late under load; a read this much past two poll intervals still counts as the previous one.
@@ -101,6 +116,8 @@ export interface AppSocket {
   rxQueue: number;
   expiresMs?: number;
   info?: TcpInfo;
+  /** The peer is the kubelet (the address its probes of the sidecar come from). */
+  fromProber?: boolean;
 }
 
 /**
@@ -123,6 +140,20 @@ function inFlight(s: AppSocket): boolean {
   if (!s.info) return false;
   const { lastDataReceivedMs, lastDataSentMs, dataSegmentsIn, dataSegmentsOut } = s.info;
   return lastDataReceivedMs < lastDataSentMs || (dataSegmentsIn > 0 && dataSegmentsOut === 0);
+}
+
+/**
+ * When the app answered a connection of the kubelet's: sent its first payload (an HTTP probe's answer, seen to the
+ * jiffy if it is the only one), accepted it with nothing said either way (a TCP probe), or closed it first (it lingers in
+ * TIME_WAIT). Infinity while none of these holds (a handshake in progress).
+ */
+function answeredAt(s: AppSocket, now: number): number {
+  if (s.info) {
+    if (s.info.dataSegmentsOut > 0) return now - s.info.lastDataSentMs;
+    return s.state === 'ESTABLISHED' && s.info.dataSegmentsIn === 0 ? now - s.info.lastDataReceivedMs : Number.POSITIVE_INFINITY;
+  }
+  if (s.state === 'TIME_WAIT' && s.expiresMs !== undefined) return now - Math.max(0, TIME_WAIT_MS - s.expiresMs);
+  return s.state === 'ESTABLISHED' || s.state === 'TIME_WAIT' ? now : Number.POSITIVE_INFINITY;
 }
 
 const isRecent = (baseline: Baseline, at: number, pollMs: number) => at - baseline.at <= 2 * pollMs + STALE_SLACK_MS;
@@ -151,12 +182,16 @@ export function compare(
         acceptQueue: 0,
         newConnections: 0,
         ...(withInfo && { newSegments: 0, inFlight: 0 }),
+        probes: 0,
       },
     ]),
   );
   // Per socket: the map of a whole read is its dearest part, and a scrape's peek has no use for it.
   const segmentsNow = nextBaseline ? new Map<string | number, number>() : undefined;
   let heard = Number.NEGATIVE_INFINITY;
+  let firstHeard = Number.POSITIVE_INFINITY;
+  let newProbes = 0;
+  let probeAnswered = Number.POSITIVE_INFINITY;
   for (const s of read.sockets) {
     const stats = byPort.get(s.localPort);
     if (!stats) continue;
@@ -166,19 +201,30 @@ export function compare(
       continue;
     }
     if (s.remotePort === ownPort) continue;
-    stats.states[s.state] = (stats.states[s.state] ?? 0) + 1;
-    if (s.state === 'ESTABLISHED') stats.established++;
     const segments = s.info?.dataSegmentsIn ?? 0;
     const before = recent?.segments.get(s.id);
     segmentsNow?.set(s.id, segments);
     const isNew = recent !== undefined && before === undefined;
+    if (s.fromProber) {
+      stats.probes++;
+      if (isNew) newProbes++;
+      probeAnswered = Math.min(probeAnswered, answeredAt(s, now));
+      continue;
+    }
+    stats.states[s.state] = (stats.states[s.state] ?? 0) + 1;
+    if (s.state === 'ESTABLISHED') stats.established++;
     // Payload since the baseline. A socket that lost its tcp_info since (now TIME_WAIT) is a close, not a request.
     const received = !recent ? 0 : isNew ? segments : Math.max(0, segments - (before ?? 0));
     if (isNew) stats.newConnections++;
     if (stats.newSegments !== undefined) stats.newSegments += received;
     if (stats.inFlight !== undefined && inFlight(s)) stats.inFlight++;
     // Only a socket that changed: an unchanged one's times, rounded to the kernel's tick, could fall after a baseline.
-    if (isNew || received > 0) heard = Math.max(heard, lastHeard(s, now));
+    if (isNew || received > 0) {
+      const at = lastHeard(s, now);
+      heard = Math.max(heard, at);
+      // No earlier than the baseline: a busy keep-alive connection's last payload came after its first.
+      firstHeard = Math.min(firstHeard, Math.max(at, (recent as Baseline).at));
+    }
   }
   const ports = [...byPort.values()];
   return {
@@ -191,6 +237,9 @@ export function compare(
     },
     baseline: segmentsNow && { at: now, segments: segmentsNow },
     heard,
+    firstHeard,
+    newProbes,
+    probeAnswered,
   };
 }
 
@@ -209,6 +258,7 @@ export class Connections {
   #lastArrivalAt = Number.NEGATIVE_INFINITY;
   #lateTotal = 0;
   #lateSegments = 0;
+  #probesSeen = 0;
   #timer: unknown;
   #polling = false;
   readonly #ports: ReadonlySet<number>;
@@ -234,6 +284,11 @@ export class Connections {
   /** Connections that arrived during terminations, over the sidecar's life. */
   get lateTotal(): number {
     return this.#lateTotal;
+  }
+
+  /** New connections from the kubelet's address seen by polls, over the sidecar's life: its probes of the app ports. */
+  get probesSeen(): number {
+    return this.#probesSeen;
   }
 
   /** The sockets now, or a read no older than maxAgeMs (one read serves a whole scrape); changes no count or baseline. */
@@ -266,16 +321,23 @@ export class Connections {
    * connections and payload that arrived since (late arrivals) and the resets sent with no app listener (refused).
    */
   poll(): Snapshot | undefined {
+    return this.compared()?.snapshot;
+  }
+
+  /** poll(), with what the comparison found (the start-up watch reads when traffic and probes first came). */
+  compared(): Comparison | undefined {
     const read = this.#readSockets();
     if (!read) return undefined;
-    const { snapshot, baseline, heard } = compare(read.sockets, this.#baseline, this.#deps);
+    const comparison = compare(read.sockets, this.#baseline, this.#deps);
+    const { snapshot, baseline, heard } = comparison;
     // Resets are counted only against a recent poll, as connections are.
     if (this.#deps.inTermination()) this.#countLate(snapshot, heard, this.#isRecent(read.sockets.at) ? read.outRsts : undefined);
+    this.#probesSeen += comparison.newProbes;
     this.#outRsts = read.outRsts;
     this.#baseline = baseline;
     this.#latest = snapshot;
     this.#lastPoll = snapshot;
-    return snapshot;
+    return comparison;
   }
 
   /**
@@ -295,6 +357,7 @@ export class Connections {
     if (!atStart) return undefined;
     const lateAtStart = this.#lateTotal;
     const segmentsAtStart = this.#lateSegments;
+    const probesAtStart = this.#probesSeen;
     return () => {
       const atEnd = this.#pollNow() ?? atStart;
       return {
@@ -303,6 +366,7 @@ export class Connections {
         lateArrivals: this.#lateTotal - lateAtStart,
         ...(atEnd.signal === 'sock_diag' && { lateRequestsEstimate: this.#lateSegments - segmentsAtStart }),
         lastArrivalSeconds: secondsSince(startedAt, this.#lastArrivalAt),
+        probeConnections: this.#probesSeen - probesAtStart,
       };
     };
   }
@@ -377,10 +441,10 @@ export class Connections {
   }
 
   #sockets(): SocketRead {
-    const { procNetDir, appPorts, log, clock } = this.#deps;
+    const { procNetDir, appPorts, log, clock, probers } = this.#deps;
     if (this.#sockDiag) {
       try {
-        const dumped = this.#sockDiag.dump(appPorts);
+        const dumped = this.#sockDiag.dump(appPorts, probers?.addresses);
         const at = clock.now();
         return { signal: 'sock_diag', sockets: decodeSockDiag(this.#sockDiag, dumped), at };
       } catch (err) {
@@ -395,7 +459,11 @@ export class Connections {
     return {
       signal: 'proc_net',
       at: clock.now(),
-      sockets: sockets.map((s) => ({ ...s, id: `${s.localAddress} ${s.localPort} ${s.remoteAddress} ${s.remotePort}` })),
+      sockets: sockets.map((s) => ({
+        ...s,
+        id: `${s.localAddress} ${s.localPort} ${s.remoteAddress} ${s.remotePort}`,
+        fromProber: probers?.has(s.remoteAddress) ?? false,
+      })),
     };
   }
 }

@@ -35,6 +35,9 @@ export type EndReason = (typeof END_REASONS)[number];
 // (GKE Spot caps a whole termination at 25 s, few grace periods exceed 60 s). The buckets resolve the 2-30 s range
 // where hook seconds are chosen, in steps a team would round a sleep to; above 60 s only +Inf is needed.
 const DRAIN_BUCKETS = [0.5, 1, 2, 3, 5, 10, 15, 20, 25, 30, 45, 60];
+// A new pod's first traffic after readiness: from no wait at all to the minutes a load balancer's health check can take
+// (the field report's fix was minReadySeconds: 60). Few buckets: each is a series in every pod, observed once per pod.
+const STARTUP_BUCKETS = [1, 2, 5, 10, 20, 30, 60, 120];
 // Proxied requests: from a few milliseconds to the proxy's default 60 s timeout, one bucket per decade and a half.
 const REQUEST_BUCKETS = [0.005, 0.025, 0.1, 0.25, 1, 2.5, 10, 60];
 
@@ -50,6 +53,8 @@ interface MetricSpec {
   buckets?: number[];
   /** Exported only in proxy mode. */
   proxyOnly?: boolean;
+  /** Exported only when DRAIN_MIN_READY_SECONDS is set. */
+  minReadyOnly?: boolean;
   /** Which label combinations start at zero, where not all: those that can happen and an alert or a rate reads. */
   initialized?: (labels: Record<string, string>) => boolean;
 }
@@ -163,6 +168,18 @@ export const METRIC_SPECS = {
     name: `${METRIC_PREFIX}refused_connections_estimate_total`,
     type: 'counter',
     help: "Estimate of connections refused during termination: TCP resets the pod's network namespace sent (/proc/net/snmp OutRsts) in poll intervals that ended with no app listener. Includes any other reset sent then.",
+  },
+  firstTrafficDelay: {
+    name: `${METRIC_PREFIX}first_traffic_delay_seconds`,
+    type: 'histogram',
+    help: "Once per pod start: seconds from the app's readiness (its first answer to a kubelet probe of an app port; without one, its listener's appearance) to the first connection or request from anything but the kubelet. How long the load balancer took to send to the new pod: minReadySeconds must cover it.",
+    buckets: STARTUP_BUCKETS,
+  },
+  minReadySeconds: {
+    name: `${METRIC_PREFIX}min_ready_seconds`,
+    type: 'gauge',
+    help: "The workload's minReadySeconds, as inject passed it (DRAIN_MIN_READY_SECONDS); absent when not given.",
+    minReadyOnly: true,
   },
   proxyInFlight: {
     name: `${METRIC_PREFIX}proxy_requests_in_flight`,
@@ -339,12 +356,14 @@ export interface MetricSources {
   appPorts: number[];
   /** Proxy mode: its families are exported only then. */
   proxy: boolean;
+  /** DRAIN_MIN_READY_SECONDS, when set. */
+  minReadySeconds?: number | undefined;
   runtime: RuntimeMetrics;
 }
 
 /**
- * Creates every metric; those of proxy mode are registered only in proxy mode (elsewhere they exist, unexported, so
- * the code that counts needs no check). The app_* gauges are set by their owner (Connections#updateGauges) right before
+ * Creates every metric; those of proxy mode are registered only in proxy mode, min_ready_seconds only when known
+ * (elsewhere they exist, unexported, so the code that counts needs no check). The app_* gauges are set by their owner (Connections#updateGauges) right before
  * a scrape is rendered, so this module knows nothing of where the figures come from.
  */
 export function createMetrics(registry: Registry, sources: MetricSources): Metrics {
@@ -357,10 +376,15 @@ export function createMetrics(registry: Registry, sources: MetricSources): Metri
   const metrics = Object.fromEntries(
     Object.entries(METRIC_SPECS).map(([key, spec]: [string, MetricSpec]) => [
       key,
-      create(spec, spec.proxyOnly && !sources.proxy ? [] : [registry], runtimeValues),
+      create(
+        spec,
+        (spec.proxyOnly && !sources.proxy) || (spec.minReadyOnly && sources.minReadySeconds === undefined) ? [] : [registry],
+        runtimeValues,
+      ),
     ]),
   ) as unknown as Metrics;
   metrics.buildInfo.set({ version: sources.version, node_version: sources.nodeVersion }, 1);
+  if (sources.minReadySeconds !== undefined) metrics.minReadySeconds.set(sources.minReadySeconds);
   return metrics;
 }
 

@@ -12,10 +12,12 @@ import { Connections } from './connections.js';
 import { Drain } from './drain.js';
 import { malformedRequests } from './malformed.js';
 import { createMetrics } from './metrics.js';
+import { Probers } from './probers.js';
 import type { DrainProxy } from './proxy.js';
 import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
 import type { SockDiag } from './sockdiag.js';
+import { Startup } from './startup.js';
 import { Termination } from './termination.js';
 
 // How long the exit waits for the ports to close; the shutdown deadline leaves a second before the kubelet's SIGKILL.
@@ -63,7 +65,9 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     appPorts: config.appPorts,
     proxy: config.proxyUpstream !== undefined,
     runtime: config.runtimeMetrics,
+    minReadySeconds: config.minReadySeconds,
   });
+  const probers = new Probers();
   const termination = new Termination(clock, config.gracePeriodSeconds);
   const inTermination = () => termination.active;
   const connections = new Connections({
@@ -76,6 +80,7 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     metrics,
     pollMs,
     inTermination,
+    probers,
   });
   const proxy = config.proxyUpstream
     ? new (await import('./proxy.js')).DrainProxy({
@@ -97,13 +102,25 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     proxy,
     termination,
   });
+  const startup = new Startup({
+    clock,
+    log: log.child({ component: 'startup' }),
+    metrics,
+    connections,
+    windowSeconds: config.startupWindowSeconds,
+    pollMs,
+    minReadySeconds: config.minReadySeconds,
+  });
   // Keep-alive clients of the proxy are let go by Connection: close on their next answer, not by closing their idle
   // connections: a load balancer may be sending a request on one at that moment, and without a retry it would fail.
-  drain.onChange(() => connections.watch());
+  drain.onChange(() => {
+    if (termination.active) startup.stop('termination');
+    connections.watch();
+  });
 
   // What stop() closes, filled in as each part is made: ports first, then timers.
   const ports: (() => Promise<void>)[] = [];
-  const timers: { stop(): void }[] = [connections];
+  const timers: { stop(): void }[] = [startup, connections];
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= Promise.all(ports.map((close) => close())).then(() => {
@@ -135,6 +152,8 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     clock,
     drain,
     connections,
+    probers,
+    startup,
     proxy,
     metrics,
     registry,
@@ -156,6 +175,7 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
 
   if (config.appPorts.length === 0) log.info('no DRAIN_APP_PORTS: the app is not watched; /drain waits its min');
   else connections.poll();
+  startup.start();
 
   return {
     registry,
@@ -167,6 +187,7 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     },
     stop,
     sigterm: () => {
+      startup.stop('termination');
       shutdown.sigterm();
       connections.watch();
     },

@@ -6,8 +6,11 @@ import { TCP_STATES, type TcpState } from './procnet.js';
 
 /** The addon's exports. */
 export interface SockDiag {
-  /** The TCP sockets, IPv4 and IPv6, whose local port is one of ports (filtered in the kernel); `fields` numbers each. */
-  dump(ports: number[]): Float64Array;
+  /**
+   * The TCP sockets, IPv4 and IPv6, whose local port is one of ports (filtered in the kernel); `fields` numbers each.
+   * Each is flagged when its peer is one of probers (IP addresses, at most 8).
+   */
+  dump(ports: number[], probers?: readonly string[]): Float64Array;
   fields: number;
 }
 
@@ -32,6 +35,8 @@ export interface DiagSocket {
   expiresMs: number;
   /** Absent for TIME_WAIT and half-open sockets, which carry none. */
   info: TcpInfo | undefined;
+  /** The peer is one of the probers given to dump. */
+  fromProber: boolean;
 }
 
 // The record layout of native/sockdiag.c.
@@ -46,6 +51,7 @@ enum RecordField {
   DataSegmentsOut,
   LastDataReceivedMs,
   LastDataSentMs,
+  FromProber,
   Count,
 }
 
@@ -68,6 +74,7 @@ export function decodeSockDiag(diag: SockDiag, v: Float64Array): DiagSocket[] {
       state,
       rxQueue: v[i + RecordField.RxQueue] as number,
       expiresMs: v[i + RecordField.ExpiresMs] as number,
+      fromProber: v[i + RecordField.FromProber] === 1,
       info:
         segments < 0
           ? undefined

@@ -69,6 +69,8 @@ export interface DiagRow {
   expiresMs?: number;
   /** Absent: no tcp_info (TIME_WAIT). */
   info?: { segmentsIn: number; segmentsOut: number; lastReceivedMs: number; lastSentMs: number };
+  /** The peer is one of the probers given to the dump. */
+  fromProber?: boolean;
 }
 
 /** Stands in for the kernel's answer to a sock_diag dump: rows set by the test, in the addon's layout. */
@@ -85,9 +87,10 @@ export function fakeSockDiag() {
     r.info?.segmentsOut ?? -1,
     r.info?.lastReceivedMs ?? -1,
     r.info?.lastSentMs ?? -1,
+    r.fromProber ? 1 : 0,
   ];
   const diag: SockDiag = {
-    fields: 10,
+    fields: 11,
     dump: () => {
       table.dumps++;
       if (table.fail) throw new Error('sock_diag dump: Operation not permitted');

@@ -34,8 +34,9 @@ describe('Connections', () => {
         listening: true,
         acceptQueue: 3,
         newConnections: 0,
+        probes: 0,
       },
-      { port: 8443, established: 2, states: { ESTABLISHED: 2 }, listening: true, acceptQueue: 0, newConnections: 0 },
+      { port: 8443, established: 2, states: { ESTABLISHED: 2 }, listening: true, acceptQueue: 0, newConnections: 0, probes: 0 },
     ]);
     expect(snapshot).toMatchObject({ established: 5, listening: true });
   });
@@ -117,7 +118,13 @@ describe('Connections', () => {
     connections.poll();
     await vi.advanceTimersByTimeAsync(1000);
     writeTables(dir, [listener]);
-    expect(traffic?.()).toEqual({ connectionsAtStart: 2, connectionsAtEnd: 0, lateArrivals: 1, lastArrivalSeconds: 0.2 });
+    expect(traffic?.()).toEqual({
+      connectionsAtStart: 2,
+      connectionsAtEnd: 0,
+      lateArrivals: 1,
+      lastArrivalSeconds: 0.2,
+      probeConnections: 0,
+    });
   });
 
   it('polls only while a termination lasts', async () => {
