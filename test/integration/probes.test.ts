@@ -29,11 +29,20 @@ function getFrom(localAddress: string, port: number, path: string, agent: Agent 
   });
 }
 
-/** An HTTP app on a free loopback port. */
-async function startApp(): Promise<number> {
+/**
+ * An HTTP app on a free port: on 127.0.0.1, or dual-stack on `::` as most apps listen, where the kernel reports an
+ * IPv4 peer as IPv4-mapped IPv6 (the sidecar must still recognise the kubelet's address).
+ */
+async function startApp(host: '127.0.0.1' | '::' = '127.0.0.1'): Promise<number> {
   const server = createServer((_req, res) => res.end('ok'));
   server.keepAliveTimeout = 60_000;
-  return listenLocal(server);
+  if (host === '127.0.0.1') return listenLocal(server);
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  onCleanup(() => {
+    server.close();
+    server.closeAllConnections();
+  });
+  return (server.address() as AddressInfo).port;
 }
 
 /**
@@ -79,7 +88,7 @@ async function trafficFor(ms: number, send: () => Promise<void>) {
 
 describe('probes are not traffic', () => {
   it('returns /drain idle once the traffic stops although the kubelet keeps probing the app, and counts the traffic alone', async () => {
-    const appPort = await startApp();
+    const appPort = await startApp('::');
     const { port, lines } = await startSidecar({ DRAIN_POLL_SECONDS: '0.1', DRAIN_APP_PORTS: String(appPort) });
     const probes = probeEvery(500, appPort, port);
     const { send } = await balancer(appPort, 2);
