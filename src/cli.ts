@@ -21,6 +21,7 @@ import {
   type ServiceInfo,
   uninjectEdits,
   type Workload,
+  workloadMinReadySeconds,
 } from './inject.js';
 import { applyToObject, type Edit, editSource, InputError, type Path, parseSource, type Source } from './manifest.js';
 
@@ -72,7 +73,7 @@ function podTemplates(obj: unknown, base: Path = []): Found[] {
   const minReady = get(o, ['spec', 'minReadySeconds']);
   return [
     {
-      workload: { kind, name, template, ...(typeof minReady === 'number' && { minReadySeconds: minReady }) },
+      workload: { kind, name, template, minReadySeconds: workloadMinReadySeconds(kind, minReady) },
       templatePath: [...base, ...templatePath],
     },
   ];

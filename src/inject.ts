@@ -6,6 +6,8 @@
 //                                 ports, minus those that serve metrics or admin and minus a mesh proxy's
 //   the hook's seconds          = --sleep, else min(20, max(5, grace period - 10)): the app keeps 10 s for its own
 //                                 shutdown where the grace period allows, and never less than 5 s.
+//   DRAIN_MIN_READY_SECONDS     = the workload's minReadySeconds (0 when unset, as the API server defaults it), or
+//                                 the pod template's annotation drain-sidecar.dev/min-ready-seconds (all a webhook sees)
 
 import pkg from '../package.json' with { type: 'json' };
 import { MAX_APP_PORTS, parseConfig } from './config.js';
@@ -37,6 +39,13 @@ export const MIN_APP_SHUTDOWN_SECONDS = 5;
 export const MIN_HOOK_SECONDS = 5;
 // The sidecar's own bound on every duration (config.ts).
 const MAX_GRACE_SECONDS = 43_200;
+// The workload kinds with a minReadySeconds of their own (0 when unset).
+const MIN_READY_KINDS = new Set(['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'ReplicationController', 'Rollout']);
+/** A workload's minReadySeconds: its field, else 0 where its kind has the field; undefined for a bare pod. */
+export const workloadMinReadySeconds = (kind: string, field: unknown): number | undefined =>
+  typeof field === 'number' ? field : MIN_READY_KINDS.has(kind) ? 0 : undefined;
+// The recording rule that says what minReadySeconds covers the delay the sidecars measured (k8s/monitoring).
+export const MIN_READY_RULE = 'namespace_workload:drain_sidecar_recommended_min_ready_seconds:7d';
 // GKE Spot and preemptible nodes give pods 25 s between the node's notice and its shutdown.
 const SPOT_GRACE_SECONDS = 25;
 
@@ -252,6 +261,8 @@ export interface Derived {
   mode: Mode;
   sidecarPort: number;
   proxyPort: number;
+  /** What DRAIN_MIN_READY_SECONDS carries; undefined when unknown (a pod the webhook sees without the annotation). */
+  minReadySeconds: number | undefined;
 }
 
 /** The settings for a pod, from its spec, annotations and the options; or the finding that says why there are none. */
@@ -345,7 +356,15 @@ export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
     );
   }
   const hookSeconds = asked ?? Math.min(DEFAULT_HOOK_SECONDS, Math.max(MIN_HOOK_SECONDS, grace - APP_SHUTDOWN_SECONDS));
-  return { grace, ports, hookSeconds, mode, sidecarPort, proxyPort };
+  const minReadyAnnotation = annotation(w.template, 'min-ready-seconds');
+  const minReadySeconds = minReadyAnnotation === undefined ? w.minReadySeconds : Number(minReadyAnnotation);
+  if (minReadySeconds !== undefined && !(Number.isInteger(minReadySeconds) && minReadySeconds >= 0)) {
+    return fail(
+      `annotation ${ANNOTATION}/min-ready-seconds is ${JSON.stringify(minReadyAnnotation)}`,
+      "give the workload's minReadySeconds, a whole number of seconds",
+    );
+  }
+  return { grace, ports, hookSeconds, mode, sidecarPort, proxyPort, minReadySeconds };
 }
 
 const hookPath = (d: Derived): string => (d.mode === 'sleep' ? `/sleep?s=${d.hookSeconds}` : `/drain?max=${d.hookSeconds}`);
@@ -373,6 +392,7 @@ export function sidecarContainer(d: Derived, o: InjectOptions): Container {
     { name: 'DRAIN_DEFAULT_SLEEP_SECONDS', value: String(d.hookSeconds) },
     { name: 'DRAIN_MAX_SLEEP_SECONDS', value: String(d.grace - MIN_APP_SHUTDOWN_SECONDS) },
   ];
+  if (d.minReadySeconds !== undefined) env.push({ name: 'DRAIN_MIN_READY_SECONDS', value: String(d.minReadySeconds) });
   if (d.sidecarPort !== SIDECAR_PORT) env.push({ name: 'DRAIN_PORT', value: String(d.sidecarPort) });
   const ports = [{ name: 'drain', containerPort: d.sidecarPort }];
   if (d.mode === 'proxy') {
@@ -729,6 +749,15 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
         SIDECAR_NAME,
       );
     }
+    const minReady = annotation(w.template, 'min-ready-seconds') ?? w.minReadySeconds;
+    if (minReady !== undefined && config.minReadySeconds !== undefined && config.minReadySeconds !== Number(minReady)) {
+      add(
+        'warning',
+        `DRAIN_MIN_READY_SECONDS is ${config.minReadySeconds}, minReadySeconds ${minReady}`,
+        `set DRAIN_MIN_READY_SECONDS to ${minReady}`,
+        SIDECAR_NAME,
+      );
+    }
     const expected = appPortsOf(w, services) ?? [];
     const missing = expected.filter((p) => !config.appPorts.includes(p));
     if (missing.length > 0) {
@@ -779,7 +808,7 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
     add(
       'warning',
       'a container-native load balancer (cloud.google.com/neg) selects it and it has no minReadySeconds',
-      "set minReadySeconds (60 s), so a rollout waits for the load balancer's own health check",
+      `set minReadySeconds, so a rollout waits for the load balancer's own health check: the field report needed 60 s; with the sidecar injected, the recording rule ${MIN_READY_RULE} gives the value that covers the delay its pods measured`,
     );
   }
   if (isSpot(spec) && grace > SPOT_GRACE_SECONDS) {

@@ -82,6 +82,8 @@ export function review(
   options: InjectOptions,
   services: ServiceInfo[] = [],
   selectedBy: 'pod' | 'namespace' = 'pod',
+  /** The owner's minReadySeconds, which no review carries (the pod's annotation gives it): tests compare with inject. */
+  ownerSpec: Pick<Workload, 'minReadySeconds'> = {},
 ): ReviewAnswer {
   const r = body as { apiVersion?: unknown; kind?: unknown; request?: AdmissionRequest };
   if (r?.apiVersion !== 'admission.k8s.io/v1' || r.kind !== 'AdmissionReview') {
@@ -125,7 +127,7 @@ export function review(
     template: { metadata, spec },
   };
   // A pod's own kind decides what it is; the owner's only names it (a Job's pod opts in like any other, by its label).
-  const result = inject({ ...workload, kind: 'Pod' }, options, services);
+  const result = inject({ ...workload, kind: 'Pod', ...ownerSpec }, options, services);
   const warnings = result.findings.map(
     (f) =>
       `drain-sidecar: ${workload.kind}/${workload.name}${f.container ? ` container ${f.container}` : ''}: ${f.message}${f.fix ? `; ${f.fix}` : ''}`,

@@ -96,6 +96,48 @@ describe('drain-sidecar inject', () => {
     });
   });
 
+  it("passes the workload's minReadySeconds on (0 when unset), a pod's from its annotation only; check finds a mismatch", () => {
+    const deployment = (name: string, minReady: string) => `apiVersion: apps/v1
+kind: Deployment
+metadata: { name: ${name} }
+spec:
+${minReady}  selector: { matchLabels: { app: ${name} } }
+  template:
+    metadata: { labels: { app: ${name} } }
+    spec:
+      containers: [{ name: app, image: app:1, ports: [{ containerPort: 8080 }] }]
+`;
+    const pod = (annotations: string) => `apiVersion: v1
+kind: Pod
+metadata: { name: bare${annotations} }
+spec:
+  containers: [{ name: app, image: app:1, ports: [{ containerPort: 8080 }] }]
+`;
+    const input = [
+      deployment('slow-lb', '  minReadySeconds: 45\n'),
+      deployment('defaulted', ''),
+      pod(''),
+      pod(`, annotations: { drain-sidecar.dev/min-ready-seconds: "30" }`),
+    ].join('---\n');
+    const { stdout, code } = run(['inject', '-'], input);
+    expect(code).toBe(0);
+    const minReady = docs(stdout)
+      .flatMap(podSpecs)
+      .map((p) => p.initContainers?.[0]?.env?.find((e) => e.name === 'DRAIN_MIN_READY_SECONDS')?.value);
+    expect(minReady).toEqual(['45', '0', undefined, '30']);
+    // Changed on the workload after injection: check names the value to set.
+    const changed = stdout.replace('minReadySeconds: 45', 'minReadySeconds: 90');
+    const findings = JSON.parse(run(['check', '--output', 'json', '-'], changed).stdout) as Finding[];
+    expect(findings.filter((f) => f.message.includes('MIN_READY'))).toEqual([
+      expect.objectContaining({
+        workload: 'Deployment/slow-lb',
+        severity: 'warning',
+        message: 'DRAIN_MIN_READY_SECONDS is 45, minReadySeconds 90',
+        fix: 'set DRAIN_MIN_READY_SECONDS to 90',
+      }),
+    ]);
+  });
+
   it('takes JSON and gives JSON', () => {
     const { code, stdout } = run(['inject', fixture('deployment.json')]);
     expect(code).toBe(0);

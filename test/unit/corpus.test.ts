@@ -9,7 +9,7 @@ import fastJsonPatch from 'fast-json-patch';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
 import { runSubcommand } from '../../src/cli.js';
-import type { PodSpec, ServiceInfo } from '../../src/inject.js';
+import { type PodSpec, type ServiceInfo, workloadMinReadySeconds } from '../../src/inject.js';
 import { review } from '../../src/webhook.js';
 import { expectConsistentPod, hasSchema, type Manifest, validate } from '../kube.js';
 
@@ -66,7 +66,7 @@ const STYLES: Record<string, (text: string) => string> = {
 type Obj = Record<string, unknown>;
 
 /** The pod templates of a document, with their JSON Pointer, as inject finds them. */
-function templates(doc: unknown, base = ''): { pointer: string; kind: string; template: Obj }[] {
+function templates(doc: unknown, base = ''): { pointer: string; kind: string; template: Obj; minReady?: unknown }[] {
   const o = doc as Obj | null;
   if (!o || typeof o !== 'object') return [];
   if (o.kind === 'List' && Array.isArray(o.items)) return o.items.flatMap((it, i) => templates(it, `${base}/items/${i}`));
@@ -75,7 +75,7 @@ function templates(doc: unknown, base = ''): { pointer: string; kind: string; te
   if (o.kind === 'CronJob') return [];
   const template = spec?.template as Obj | undefined;
   return template && Array.isArray((template.spec as Obj | undefined)?.containers)
-    ? [{ pointer: `${base}/spec/template`, kind: String(o.kind), template }]
+    ? [{ pointer: `${base}/spec/template`, kind: String(o.kind), template, minReady: spec?.minReadySeconds }]
     : [];
 }
 
@@ -94,7 +94,9 @@ const OPT_IN = 'drain-sidecar.dev/inject';
 /** The document as the webhook would have it: each template reviewed as a pod that opts in, its patch applied. */
 function webhookApplied(doc: unknown, services: ServiceInfo[]): unknown {
   const expected = structuredClone(doc);
-  for (const { pointer, kind, template } of templates(doc)) {
+  for (const { pointer, kind, template, minReady } of templates(doc)) {
+    // The workload's minReadySeconds, which inject passes on and no review carries.
+    const minReadySeconds = workloadMinReadySeconds(kind, minReady);
     // The CLI skips batch workloads by kind; a pod that carries the opt-in label is injected whatever owns it.
     if (kind === 'Job') continue;
     const metadata = structuredClone((template.metadata ?? {}) as Obj);
@@ -108,6 +110,8 @@ function webhookApplied(doc: unknown, services: ServiceInfo[]): unknown {
       },
       { image: IMAGE, regular: false, replaceHooks: false },
       services,
+      'pod',
+      { minReadySeconds },
     );
     const patched = response.patch
       ? applyPatch(pod, JSON.parse(Buffer.from(response.patch, 'base64').toString())).newDocument
