@@ -275,6 +275,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const startedAt = clock.now();
     connections.updateGauges(config.pollSeconds * 1000);
     const { contentType, body } = await exposition(registry, c.req.header('accept'));
+    startup.scraped();
     // The final scrape counts once its answer has left in full, not when it was computed.
     // A HEAD answer carries no figures, so it is no final scrape.
     const outgoing = c.env?.outgoing;

@@ -49,6 +49,8 @@ export class Startup {
   #state: StartupFigures['state'];
   #reason: StartupEnd | null = null;
   #timer: unknown;
+  #scraped = false;
+  #pending: number | undefined;
 
   constructor(deps: StartupDeps) {
     this.#deps = deps;
@@ -68,6 +70,18 @@ export class Startup {
       else this.#timer = this.#deps.clock.setTimeout(tick, this.#deps.pollMs);
     };
     tick();
+  }
+
+  /**
+   * Called after each /metrics answer. The histogram is observed once per pod, often before Prometheus first scraped
+   * it: a series whose first sample already holds the observation shows no increase() and would be lost to every
+   * rule. So the observation waits until one scrape has seen the histogram at zero.
+   */
+  scraped(): void {
+    if (this.#scraped) return;
+    this.#scraped = true;
+    if (this.#pending !== undefined) this.#deps.metrics.firstTrafficDelay.observe(this.#pending);
+    this.#pending = undefined;
   }
 
   /** Ends the watch without first traffic: a termination began (its polls take over), or the sidecar is stopping. */
@@ -123,7 +137,8 @@ export class Startup {
     const figures = this.status();
     const { log, metrics, minReadySeconds } = this.#deps;
     const delay = figures.firstTrafficDelaySeconds;
-    if (delay !== null) metrics.firstTrafficDelay.observe(delay);
+    if (delay !== null && this.#scraped) metrics.firstTrafficDelay.observe(delay);
+    else if (delay !== null) this.#pending = delay;
     // The rollout may have deleted an old pod before this one took traffic: the field report's no healthy upstream.
     const minReadyTooShort = delay !== null && minReadySeconds !== undefined && delay > minReadySeconds;
     log[minReadyTooShort ? 'warn' : 'info']({ ...figures, ...(minReadyTooShort && { minReadyTooShort }) }, 'startup finished');

@@ -163,6 +163,8 @@ describe('time to first traffic', () => {
     const listenedAt = performance.now();
     await sleep(1500);
     expect((await get(port, '/status')).json().startup).toMatchObject({ state: 'watching', firstTrafficSeconds: null });
+    // Prometheus has scraped the histogram at zero before the traffic.
+    expect(await metric(port, 'drain_sidecar_first_traffic_delay_seconds_count')).toBe(0);
     const firstSentAt = performance.now();
     const { send } = await balancer(appPort, 1);
     await send();
@@ -191,6 +193,19 @@ describe('time to first traffic', () => {
     await send();
     await sleep(300);
     expect(lines.filter((l) => l.msg === 'startup finished')).toHaveLength(1);
+    expect(await metric(port, 'drain_sidecar_first_traffic_delay_seconds_count')).toBe(1);
+  });
+
+  it('observes the histogram only after a scrape has seen it at zero, so that increase() counts the pod', async () => {
+    const appPort = await startApp();
+    const { port, lines } = await startSidecar({ DRAIN_POLL_SECONDS: '0.1', DRAIN_APP_PORTS: String(appPort) });
+    const { send } = await balancer(appPort, 1);
+    await send();
+    await sleep(300);
+    expect(lines.filter((l) => l.msg === 'startup finished')).toMatchObject([
+      { reason: 'first_traffic', delayFrom: 'listening' },
+    ]);
+    expect(await metric(port, 'drain_sidecar_first_traffic_delay_seconds_count')).toBe(0);
     expect(await metric(port, 'drain_sidecar_first_traffic_delay_seconds_count')).toBe(1);
   });
 
