@@ -1,11 +1,12 @@
 // Termination drill: the rollout 503s of the field report, recreated with real processes, a real load balancer (nginx)
-// and a real Prometheus, and what drain-sidecar changes. For each scenario: an "old" and a "new" pod, each an app plus
+// and a real Prometheus, and what drain-sidecar changes. The race scenarios (k, l) recreate the report's second outage
+// at the other end of the rollout: a new pod ready before its load balancer sends to it, and no healthy upstream. For each scenario: an "old" and a "new" pod, each an app plus
 // the built sidecar sharing a network namespace (as root with `ip`; otherwise ports on loopback); a client sending a
 // steady rate through nginx; a kubelet emulator deleting the old pod as the kubelet does (docs/kubelet.md); nginx dropping the
 // old pod only after a propagation delay D. Prints a table per scenario and writes JSON and Markdown.
-// Usage: npm run drill -- [--full] [--scenarios a,b,c,e,f] [--delay D] [--out DIR]
+// Usage: npm run drill -- [--full] [--scenarios a,b,c,e,f,k,l] [--delay D] [--out DIR]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,11 +24,12 @@ const PROXY_PORT = 8000;
 const LB_PORT = 18_480;
 const PROM_PORT = 19_490;
 const KUBELET_UA = 'kube-lifecycle/1.34';
+const PROBE_UA = 'kube-probe/1.34';
 
 const { values: opts } = parseArgs({
   options: {
     full: { type: 'boolean', default: false },
-    scenarios: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j' },
+    scenarios: { type: 'string', default: 'a,b,c,d,e,f,g,h,i,j,k,l' },
     delay: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'drill/results') },
     // Write the figures into drill/README.md and README.md (a full run of every scenario).
@@ -36,8 +38,8 @@ const { values: opts } = parseArgs({
 });
 // Short: fits CI. Full: the field report's proportions (a 30 s grace period, several seconds of propagation).
 const variant = opts.full
-  ? { name: 'full', delay: 6, grace: 30, rate: 50, before: 3, after: 6 }
-  : { name: 'short', delay: 2.5, grace: 12, rate: 40, before: 1.5, after: 3 };
+  ? { name: 'full', delay: 6, grace: 30, rate: 50, before: 3, after: 6, lbAdd: 15 }
+  : { name: 'short', delay: 2.5, grace: 12, rate: 40, before: 1.5, after: 3, lbAdd: 5.5 };
 if (opts.delay) variant.delay = Number(opts.delay);
 
 const D = variant.delay;
@@ -66,7 +68,17 @@ const SCENARIOS = {
     order: 'native',
     nativeSleep: Math.max(0.5, D - 1.5),
   },
+  // The new pod's race: the load balancer sends to a new pod only L s after it started (a NEG once its own health
+  // check passed); the rollout deletes the old pod once the new one has been ready for minReadySeconds.
+  k: { title: 'rollout, minReadySeconds 0 (the second outage)', race: true, minReady: 0 },
+  // minReadySeconds as the recording rule recommends it from what (k)'s new pod measured.
+  l: { title: 'rollout, minReadySeconds as recommended', race: true, minReady: 'recommended' },
 };
+// The load balancer's own address: its connections to the pods are not the kubelet's (whose probes and hooks come from
+// the node's address toward the pod), as a cloud load balancer's come from its own range.
+const LB_SOURCE = () => (isolated ? '198.18.254.1' : '127.0.0.2');
+// The recording rule's recommendation (k8s/monitoring): the longest delay seen, plus a quarter, plus 2 s.
+const recommendedMinReady = (delaySeconds) => Math.ceil(delaySeconds * 1.25 + 2);
 
 const isolated = process.getuid?.() === 0 && spawnSync('ip', ['-V']).status === 0;
 const work = mkdtempSync(join(tmpdir(), 'drain-drill-'));
@@ -95,6 +107,7 @@ function createPod(name, scenario) {
     ip('-n', pod.ns, 'addr', 'add', `${pod.ip}/30`, 'dev', 'eth0');
     ip('-n', pod.ns, 'link', 'set', 'eth0', 'up');
     ip('-n', pod.ns, 'link', 'set', 'lo', 'up');
+    ip('-n', pod.ns, 'route', 'add', `${LB_SOURCE()}/32`, 'via', `198.18.${k}.1`);
     pod.removeSandbox = () => spawnSync('ip', ['netns', 'del', pod.ns]);
   } else {
     pod.ip = '127.0.0.1';
@@ -103,6 +116,8 @@ function createPod(name, scenario) {
     pod.proxyPort = PROXY_PORT + 10 * k;
     pod.removeSandbox = () => undefined;
   }
+  // Where the load balancer sends: the app's port, or in proxy mode the sidecar's proxy (set when the pod starts).
+  pod.servePort = pod.appPort;
   scenarioCleanups.push(() => {
     for (const p of Object.values(pod.procs)) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     pod.removeSandbox();
@@ -121,8 +136,9 @@ function startInPod(pod, role, command, env = {}) {
   return child;
 }
 
-async function startPod(pod, proxy) {
-  startInPod(pod, 'app', [process.execPath, join(ROOT, 'drill/app.mjs'), String(pod.appPort), pod.name]);
+/** Starts the pod's containers without waiting for them. */
+function spawnPod(pod, proxy, extraEnv = {}, appEnv = {}) {
+  startInPod(pod, 'app', [process.execPath, join(ROOT, 'drill/app.mjs'), String(pod.appPort), pod.name], appEnv);
   startInPod(pod, 'sidecar', [SIDECAR], {
     DRAIN_PORT: String(pod.sidecarPort),
     DRAIN_APP_PORTS: String(pod.appPort),
@@ -132,8 +148,13 @@ async function startPod(pod, proxy) {
     DRAIN_POLL_SECONDS: '0.1',
     DRAIN_FINAL_SCRAPE_SECONDS: '5',
     ...(proxy && { DRAIN_PROXY_LISTEN: String(pod.proxyPort), DRAIN_PROXY_UPSTREAM: `127.0.0.1:${pod.appPort}` }),
+    ...extraEnv,
   });
   pod.servePort = proxy ? pod.proxyPort : pod.appPort;
+}
+
+async function startPod(pod, proxy) {
+  spawnPod(pod, proxy);
   await waitFor(`${pod.name} to serve`, async () => (await httpGet(pod.ip, pod.appPort, '/')).status === 200);
   await waitFor(`${pod.name}'s sidecar`, async () => (await httpGet(pod.ip, pod.sidecarPort, '/healthz')).status === 200);
   await waitFor(`${pod.name} to serve through its port`, async () => (await httpGet(pod.ip, pod.servePort, '/')).status === 200);
@@ -170,27 +191,38 @@ async function waitFor(what, check, ms = 15_000) {
 // ---- the load balancer -----------------------------------------------------------------------------------------
 
 const nginxDir = join(work, 'nginx');
-function nginxConfig(pods) {
+function nginxConfig(pods, down = []) {
   // Pooled keep-alive connections to the pods, as cloud load balancers keep them; no retry on another pod and no
-  // passive health check, so an error reaches the client as it did in the field report.
+  // passive health check, so an error reaches the client as it did in the field report. A pod marked down is known and
+  // sent nothing; with every pod down nginx answers 502 and logs "no live upstreams", a cloud load balancer's
+  // "no healthy upstream".
   return writeNginxConfig({
     dir: nginxDir,
     port: LB_PORT,
-    servers: pods.map((p) => `${p.ip}:${p.servePort}`),
+    servers: [...pods.map((p) => `${p.ip}:${p.servePort}`), ...down.map((p) => `${p.ip}:${p.servePort} down`)],
     serverOptions: 'max_fails=0',
-    locationExtra: '      proxy_next_upstream off;\n      proxy_connect_timeout 1s;\n      proxy_read_timeout 3s;',
+    locationExtra: `      proxy_next_upstream off;\n      proxy_connect_timeout 1s;\n      proxy_read_timeout 3s;\n      proxy_bind ${LB_SOURCE()};`,
   });
 }
 
-async function startNginx(pods) {
-  nginxConfig(pods);
+/** How many times nginx has logged that it had no live upstream. */
+function noLiveUpstreams() {
+  try {
+    return readFileSync(join(nginxDir, 'error.log'), 'utf8').split('no live upstreams').length - 1;
+  } catch {
+    return 0;
+  }
+}
+
+async function startNginx(pods, down = []) {
+  nginxConfig(pods, down);
   const nginx = spawn('nginx', ['-p', nginxDir, '-c', join(nginxDir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: 'inherit' });
   // SIGTERM: the master stops its workers too (after SIGKILL they would keep the port).
   scenarioCleanups.push(() => nginx.kill('SIGTERM'));
   await waitFor('nginx', async () => (await httpGet('127.0.0.1', LB_PORT, '/')).status === 200);
   return {
-    drop: (pods) => {
-      nginxConfig(pods);
+    drop: (pods, down = []) => {
+      nginxConfig(pods, down);
       execFileSync('nginx', ['-p', nginxDir, '-c', join(nginxDir, 'nginx.conf'), '-s', 'reload'], { stdio: 'ignore' });
     },
     stop: () =>
@@ -414,9 +446,173 @@ async function runScenario(id, scenario) {
   };
 }
 
+// ---- the new pod's race ----------------------------------------------------------------------------------------------
+
+/**
+ * The kubelet's probes of a new pod, every second from the node's address as pkg/probe/http makes them (a new connection
+ * each, User-Agent kube-probe): the app's port, and the sidecar's, each on a ticker of its own as the kubelet's probe
+ * workers are. Resolves `ready` at the first answer 200 from the app.
+ */
+function probePod(pod, t0) {
+  let stopped = false;
+  let markReady;
+  const ready = new Promise((r) => {
+    markReady = r;
+  });
+  const headers = { 'User-Agent': PROBE_UA, Connection: 'close' };
+  const every = async (offsetMs, probe) => {
+    await sleep(offsetMs);
+    while (!stopped) {
+      await probe();
+      await sleep(1000);
+    }
+  };
+  let isReady = false;
+  const loops = [
+    every(0, async () => {
+      const app = await httpGet(pod.ip, pod.appPort, '/healthz', { headers, timeoutMs: 1000 });
+      if (!isReady && app.status === 200) {
+        isReady = true;
+        markReady((now() - t0) / 1000);
+      }
+    }),
+    every(500, () => httpGet(pod.ip, pod.sidecarPort, '/readyz', { headers, timeoutMs: 1000 })),
+  ];
+  return {
+    ready,
+    stop: async () => {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/**
+ * A rollout's other end: the new pod starts at t0 and the kubelet probes it; the load balancer adds it only L seconds
+ * later, once its own health check passes, as a NEG does; the rollout deletes the old pod once the new one has been
+ * ready for minReadySeconds, and the old pod's endpoint leaves the load balancer D seconds after that.
+ */
+async function runRace(id, scenario, minReady) {
+  scenarioCleanups = [];
+  const L = variant.lbAdd;
+  const old = createPod('old', id);
+  const fresh = createPod('new', id);
+  await startPod(old, false);
+  scrapeTargets([old, fresh]);
+  const lb = await startNginx([old], [fresh]);
+  await waitFor('the first scrapes', async () => (await promValue(`up{scenario="${id}",pod="old"}`)) === 1, 20_000);
+  const noLiveBefore = noLiveUpstreams();
+
+  const client = startClient();
+  await sleep(variant.before * 1000);
+  const t0 = now();
+  const at = () => (now() - t0) / 1000;
+  const timeline = { minReadySeconds: minReady, lbAddSeconds: L };
+  const inLb = { old: true, fresh: false };
+  const updateLb = () => {
+    const live = [...(inLb.old ? [old] : []), ...(inLb.fresh ? [fresh] : [])];
+    const down = [...(inLb.old ? [] : [old]), ...(inLb.fresh ? [] : [fresh])];
+    lb.drop(live, down);
+  };
+  // The app warms up for a second and a half before its readiness path answers 200; inject passes its readinessProbe.
+  spawnPod(
+    fresh,
+    false,
+    { DRAIN_MIN_READY_SECONDS: String(minReady), DRAIN_APP_READINESS: `http://:${fresh.appPort}/healthz` },
+    { READY_AFTER_SECONDS: '1.5' },
+  );
+  const added = sleep(L * 1000).then(() => {
+    inLb.fresh = true;
+    updateLb();
+    timeline.lbAddedSeconds = at();
+  });
+  const kubelet = probePod(fresh, t0);
+  timeline.readySeconds = await kubelet.ready;
+  await sleep(minReady * 1000);
+  // The Deployment controller deletes the old pod; its endpoint reaches the load balancer D seconds later.
+  const deletedAt = now();
+  timeline.oldDeletedSeconds = at();
+  const dropped = sleep(D * 1000).then(() => {
+    inLb.old = false;
+    updateLb();
+    timeline.oldDroppedSeconds = at();
+  });
+  const termination = await deletePod(old, { order: 'native', hook: `/sleep?s=${D + 3}` }, deletedAt);
+  await Promise.all([added, dropped]);
+  scrapeTargets([fresh]);
+  await sleep(variant.after * 1000);
+  await client.stop();
+  const { startup, probes } = JSON.parse((await httpGet(fresh.ip, fresh.sidecarPort, '/status')).body);
+  const q = (metric) => promValue(`sum(${metric}{scenario="${id}",pod="new"})`);
+  const sidecar = {
+    firstTrafficDelaySum: await q('drain_sidecar_first_traffic_delay_seconds_sum'),
+    firstTrafficDelayCount: await q('drain_sidecar_first_traffic_delay_seconds_count'),
+    minReadySeconds: await q('drain_sidecar_min_ready_seconds'),
+  };
+  await kubelet.stop();
+  await lb.stop();
+  const lbNoLiveUpstream = noLiveUpstreams() - noLiveBefore;
+  for (const c of scenarioCleanups.splice(0)) c();
+
+  const results = client.results.map((r) => ({ ...r, t: (r.sentAt - t0) / 1000 })).sort((x, y) => x.t - y.t);
+  const errors = {};
+  for (const r of results) if (r.kind !== 'ok') errors[r.kind] = (errors[r.kind] ?? 0) + 1;
+  return {
+    id,
+    title: scenario.title.replace('as recommended', `${minReady} (recommended)`),
+    race: true,
+    requests: results.length,
+    ok: results.filter((r) => r.kind === 'ok').length,
+    errors,
+    errorCount: results.length - results.filter((r) => r.kind === 'ok').length,
+    firstError: results.find((r) => r.kind !== 'ok')?.t ?? null,
+    lastError: results.findLast((r) => r.kind !== 'ok')?.t ?? null,
+    lbNoLiveUpstream,
+    firstServedByNewSeconds: results.find((r) => r.pod === 'new')?.t ?? null,
+    sidecarExitCode: termination.sidecarExitCode,
+    ...timeline,
+    startup,
+    probes,
+    recommendedMinReadySeconds:
+      startup.firstTrafficDelaySeconds === null ? null : recommendedMinReady(startup.firstTrafficDelaySeconds),
+    sidecar,
+  };
+}
+
 // ---- output --------------------------------------------------------------------------------------------------------
 
 const fmt = (n, digits = 1) => (n === null || n === undefined ? '-' : Number.isInteger(n) ? String(n) : n.toFixed(digits));
+function raceMarkdown(rows) {
+  const head = [
+    'scenario',
+    'requests',
+    'errors',
+    'errors by kind',
+    'nginx: no live upstream',
+    'new pod ready (s)',
+    'old pod deleted (s)',
+    'load balancer dropped the old pod (s)',
+    'load balancer added the new pod (s)',
+    'sidecar: app listening (s)',
+    'sidecar: app ready (s)',
+    'sidecar: first traffic (s)',
+    'sidecar: first traffic after readiness (s)',
+    'recommended minReadySeconds',
+  ];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  for (const r of rows) {
+    const kinds =
+      Object.entries(r.errors)
+        .map(([k, n]) => `${n} ${k}`)
+        .join(', ') || '-';
+    const s = r.startup;
+    lines.push(
+      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${r.lbNoLiveUpstream} | ${fmt(r.readySeconds)} | ${fmt(r.oldDeletedSeconds)} | ${fmt(r.oldDroppedSeconds)} | ${fmt(r.lbAddedSeconds)} | ${fmt(s.appListeningSeconds)} | ${fmt(s.appReadySeconds)} | ${fmt(s.firstTrafficSeconds)} | ${fmt(s.firstTrafficDelaySeconds)} | ${fmt(r.recommendedMinReadySeconds)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
 function markdown(rows) {
   const head = [
     'scenario',
@@ -470,6 +666,8 @@ function containDrillRange() {
   ip('link', 'set', host, 'up');
   ip('-n', ns, 'addr', 'add', '198.18.255.2/30', 'dev', 'eth0');
   ip('-n', ns, 'link', 'set', 'eth0', 'up');
+  // The load balancer's own source address, on this host (its packets to the pods take each pod's /30 route).
+  ip('addr', 'add', `${LB_SOURCE()}/32`, 'dev', host);
   ip('route', 'replace', '198.18.0.0/15', 'via', '198.18.255.2');
 }
 
@@ -487,13 +685,27 @@ async function main() {
   for (const id of opts.scenarios.split(',')) {
     const scenario = SCENARIOS[id];
     if (!scenario) throw new Error(`unknown scenario ${id}; known: ${Object.keys(SCENARIOS).join(', ')}`);
+    if (scenario.race) {
+      // What the previous race scenario's new pod measured, as the recording rule turns it into a setting; without
+      // one, what covers L whenever the pod got ready.
+      const measured = rows.findLast((r) => r.race && r.recommendedMinReadySeconds !== null)?.recommendedMinReadySeconds;
+      const minReady = scenario.minReady === 'recommended' ? (measured ?? recommendedMinReady(variant.lbAdd)) : scenario.minReady;
+      const row = await runRace(id, scenario, minReady);
+      rows.push(row);
+      console.log(
+        `(${id}) ${row.title}: ${row.requests} requests, ${row.errorCount} errors, first traffic ${fmt(row.startup.firstTrafficSeconds)} s after start (L = ${variant.lbAdd} s)`,
+      );
+      continue;
+    }
     const row = await runScenario(id, scenario);
     rows.push(row);
     console.log(
       `(${id}) ${row.title}: ${row.requests} requests, ${row.errorCount} errors, termination ${fmt(row.terminationSeconds)} s`,
     );
   }
-  const table = markdown(rows);
+  const races = rows.filter((r) => r.race);
+  const drains = rows.filter((r) => !r.race);
+  const table = [drains.length ? markdown(drains) : '', races.length ? raceMarkdown(races) : ''].filter(Boolean).join('\n\n');
   console.log(`\n${table}\n`);
   mkdirSync(opts.out, { recursive: true });
   const report = { variant: { ...variant, isolated }, scenarios: rows };
@@ -503,11 +715,11 @@ async function main() {
     `Drill (${variant.name}, D=${D}s, grace ${variant.grace}s, ${variant.rate} req/s)\n\n${table}\n`,
   );
   console.log(`written: ${join(opts.out, 'latest.json')}, latest.md; logs in ${work}`);
-  if (opts.docs) writeDocs(rows, table);
+  if (opts.docs) writeDocs(drains, markdown(drains), races);
 }
 
 /** The drill's figures in the docs: the whole table in drill/README.md, the comparison's figures in README.md. */
-function writeDocs(rows, table) {
+function writeDocs(rows, table, races) {
   const by = Object.fromEntries(rows.map((r) => [r.id, r]));
   const { a, b, c, e, h } = by;
   if (!a || !b || !c || !e) throw new Error('--docs needs scenarios a, b, c and e');
@@ -533,6 +745,32 @@ function writeDocs(rows, table) {
       `| refused during termination, as the sidecar estimated (the client saw) | ${fmt(a.sidecar.refusedEstimate)} (${a.refusedWhileSidecarAlive}) | ${fmt(b.sidecar.refusedEstimate)} | ${fmt(c.sidecar.refusedEstimate)} | ${fmt(e.sidecar.refusedEstimate)} (${e.refusedWhileSidecarAlive}) |${h ? ` ${fmt(h.sidecar.refusedEstimate)} (${h.refusedWhileSidecarAlive}) |` : ''}`,
       '',
       `\`/drain\` ended the wait ${fmt(b.hookSeconds - c.hookSeconds)} s sooner than the fixed sleep, with nothing lost; the sidecar timed the last late request at ${fmt(b.sidecar.lastArrivalSeconds)} s, the load balancer's real deprogram time, which is what to set a sleep from.`,
+    ].join('\n'),
+  );
+  const [k, l] = [races.find((r) => r.id === 'k'), races.find((r) => r.id === 'l')];
+  if (!k || !l) throw new Error('--docs needs scenarios k and l');
+  const setting = `${variant.name} variant: the load balancer adds a new pod ${variant.lbAdd} s after it started, D = ${D} s, ${variant.rate} requests/s`;
+  writeSection(
+    join(ROOT, 'drill/README.md'),
+    'drill-race-table',
+    `Run of ${when} (\`npm run drill -- --${variant.name} --docs\`; ${setting}; seconds from the new pod's start):\n\n${raceMarkdown(races)}`,
+  );
+  writeSection(
+    join(ROOT, 'README.md'),
+    'race-figures',
+    [
+      `From the drill's rollout scenarios (\`npm run drill -- --${variant.name} --docs\`, ${when}; ${setting}; [drill/README.md](drill/README.md)):`,
+      '',
+      `| what happened | \`minReadySeconds: 0\` | \`minReadySeconds: ${l.minReadySeconds}\` (recommended from the first run) |`,
+      '|---|---|---|',
+      `| requests lost (nginx: no live upstream) | ${k.errorCount} of ${k.requests} (${k.lbNoLiveUpstream}) | ${l.errorCount} of ${l.requests} (${l.lbNoLiveUpstream}) |`,
+      `| the new pod ready, as the kubelet emulator saw it (s) | ${fmt(k.readySeconds)} | ${fmt(l.readySeconds)} |`,
+      `| the old pod deleted (s) | ${fmt(k.oldDeletedSeconds)} | ${fmt(l.oldDeletedSeconds)} |`,
+      `| the load balancer added the new pod (s) | ${fmt(k.lbAddedSeconds)} | ${fmt(l.lbAddedSeconds)} |`,
+      `| the sidecar: first traffic (s after its start) | ${fmt(k.startup.firstTrafficSeconds)} | ${fmt(l.startup.firstTrafficSeconds)} |`,
+      `| the sidecar: first traffic after readiness (s) | ${fmt(k.startup.firstTrafficDelaySeconds)} | ${fmt(l.startup.firstTrafficDelaySeconds)} |`,
+      '',
+      `With \`minReadySeconds: 0\` the rollout deleted the old pod ${fmt(k.oldDeletedSeconds - k.readySeconds)} s after the new one was ready, and for ${fmt(k.lastError - k.firstError)} s the load balancer had no backend it would send to. The new pod's sidecar measured the first traffic ${fmt(k.startup.firstTrafficDelaySeconds)} s after readiness; the recording rule turns that into \`minReadySeconds: ${l.minReadySeconds}\` (ceil(${fmt(k.startup.firstTrafficDelaySeconds)} × 1.25 + 2)), and the same rollout with it lost nothing.`,
     ].join('\n'),
   );
   console.log('written: drill/README.md, README.md (drill figures)');

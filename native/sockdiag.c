@@ -2,9 +2,10 @@
 // diagnostics (what `ss -ti sport = :8080` shows). Node has no netlink socket, so this small Node-API addon opens one.
 // Unprivileged: any process may dump the sockets of its own network namespace.
 //
-// dump(ports: number[], probers?: string[]) -> Float64Array, FIELDS numbers per socket (see the enum), IPv4 then IPv6.
-// probers are the addresses the kubelet's probes come from: a socket whose peer is one of them is flagged, so that the
-// caller never has to turn a peer address into a string per socket. The kernel filters by
+// dump(ports: number[], probers?: string[], own?: string[]) -> Float64Array, FIELDS numbers per socket (see the enum),
+// IPv4 then IPv6. probers are the addresses the kubelet's probes come from, own the sidecar's own source address: a
+// socket whose peer is one of them is marked, so that the caller never turns a peer address into a string per socket.
+// The kernel filters by
 // local port (bytecode), so only the app's sockets are copied out; but to find them it walks its whole established
 // (and listening) hash table, which on a node holds the sockets of every pod's network namespace. The cost of a dump
 // follows the node's socket count, not the app's: read no more often than needed.
@@ -39,7 +40,7 @@ enum {
   F_DATA_SEGS_OUT,   // tcpi_data_segs_out: segments to the peer that carried payload
   F_LAST_DATA_RECV_MS,  // tcpi_last_data_recv: ms since payload last arrived (jiffies resolution)
   F_LAST_DATA_SENT_MS,  // tcpi_last_data_sent: ms since payload was last sent
-  F_FROM_PROBER,  // 1 when the peer is one of the probers' addresses (IPv4-mapped IPv6 peers match their IPv4 address)
+  F_PEER,  // 1: the peer is one of the probers, 2: one of own, 0: anyone else (IPv4-mapped peers match their IPv4 form)
   FIELDS
 };
 
@@ -51,7 +52,7 @@ struct addr16 {
   uint8_t b[16];
 };
 
-struct probers {
+struct addresses {
   struct addr16 a[MAX_PROBERS];
   size_t n;
 };
@@ -62,13 +63,17 @@ static void mapped(struct addr16 *out, const void *v4) {
   memcpy(out->b + 12, v4, 4);
 }
 
-static int is_prober(const struct probers *p, uint8_t family, const uint32_t *dst) {
+static int listed(const struct addresses *p, const struct addr16 *peer) {
+  for (size_t i = 0; i < p->n; i++)
+    if (memcmp(p->a[i].b, peer->b, 16) == 0) return 1;
+  return 0;
+}
+
+static int peer_kind(const struct addresses *probers, const struct addresses *own, uint8_t family, const uint32_t *dst) {
   struct addr16 peer;
   if (family == AF_INET) mapped(&peer, dst);
   else memcpy(peer.b, dst, 16);
-  for (size_t i = 0; i < p->n; i++)
-    if (memcmp(p->a[i].b, peer.b, 16) == 0) return 1;
-  return 0;
+  return listed(probers, &peer) ? 1 : listed(own, &peer) ? 2 : 0;
 }
 
 struct out {
@@ -110,7 +115,8 @@ static size_t port_filter(struct inet_diag_bc_op *bc, const uint16_t *ports, siz
 #define INFO(info, len, field) \
   (offsetof(struct tcp_info, field) + sizeof((info)->field) <= (len) ? (double)(info)->field : -1)
 
-static int dump_family(int fd, uint8_t family, const uint16_t *ports, size_t n, const struct probers *p, struct out *o) {
+static int dump_family(int fd, uint8_t family, const uint16_t *ports, size_t n, const struct addresses *p,
+                       const struct addresses *own, struct out *o) {
   struct {
     struct nlmsghdr nlh;
     struct inet_diag_req_v2 req;
@@ -153,7 +159,7 @@ static int dump_family(int fd, uint8_t family, const uint16_t *ports, size_t n, 
           [F_DATA_SEGS_OUT] = -1,
           [F_LAST_DATA_RECV_MS] = -1,
           [F_LAST_DATA_SENT_MS] = -1,
-          [F_FROM_PROBER] = is_prober(p, family, m->id.idiag_dst),
+          [F_PEER] = peer_kind(p, own, family, m->id.idiag_dst),
       };
       int rest = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
       for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, rest); a = RTA_NEXT(a, rest)) {
@@ -178,9 +184,38 @@ static napi_value fail(napi_env env, const char *what, int err) {
   return NULL;
 }
 
+// Reads an optional array of at most MAX_PROBERS IP address strings; false (with a JS error thrown) when it is not one.
+static bool read_addresses(napi_env env, napi_value value, struct addresses *out) {
+  napi_valuetype type;
+  bool is_array = false;
+  uint32_t count = 0;
+  napi_typeof(env, value, &type);
+  if (type == napi_undefined) return true;
+  if (napi_is_array(env, value, &is_array) != napi_ok || !is_array || napi_get_array_length(env, value, &count) != napi_ok ||
+      count > MAX_PROBERS) {
+    napi_throw_type_error(env, NULL, "dump(ports, probers, own): addresses must be an array of at most 8 IP addresses");
+    return false;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value item;
+    char text[INET6_ADDRSTRLEN + 1];
+    size_t len = 0;
+    uint8_t v4[4];
+    napi_get_element(env, value, i, &item);
+    bool ok = napi_get_value_string_utf8(env, item, text, sizeof text, &len) == napi_ok && len < INET6_ADDRSTRLEN;
+    if (ok && inet_pton(AF_INET, text, v4) == 1) mapped(&out->a[out->n++], v4);
+    else if (ok && inet_pton(AF_INET6, text, out->a[out->n].b) == 1) out->n++;
+    else {
+      napi_throw_type_error(env, NULL, "dump(ports, probers, own): an address must be an IP address string");
+      return false;
+    }
+  }
+  return true;
+}
+
 static napi_value dump(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 2;
-  napi_value argv[2], result;
+  size_t argc = 3;
+  napi_value argv[3], result;
   uint32_t n = 0;
   bool is_array = false;
   napi_get_cb_info(env, cbinfo, &argc, argv, NULL, NULL);
@@ -200,43 +235,15 @@ static napi_value dump(napi_env env, napi_callback_info cbinfo) {
     }
     ports[i] = (uint16_t)port;
   }
-  struct probers probers = {.n = 0};
-  bool has_probers = false;
-  if (argc >= 2) {
-    napi_valuetype type;
-    napi_typeof(env, argv[1], &type);
-    if (type != napi_undefined) {
-      uint32_t count = 0;
-      if (napi_is_array(env, argv[1], &has_probers) != napi_ok || !has_probers ||
-          napi_get_array_length(env, argv[1], &count) != napi_ok || count > MAX_PROBERS) {
-        napi_throw_type_error(env, NULL, "dump(ports, probers): probers must be an array of at most 8 IP addresses");
-        return NULL;
-      }
-      for (uint32_t i = 0; i < count; i++) {
-        napi_value item;
-        char text[INET6_ADDRSTRLEN + 1];
-        size_t len = 0;
-        napi_get_element(env, argv[1], i, &item);
-        if (napi_get_value_string_utf8(env, item, text, sizeof text, &len) != napi_ok || len >= INET6_ADDRSTRLEN) {
-          napi_throw_type_error(env, NULL, "dump(ports, probers): a prober must be an IP address string");
-          return NULL;
-        }
-        uint8_t v4[4];
-        if (inet_pton(AF_INET, text, v4) == 1) mapped(&probers.a[probers.n++], v4);
-        else if (inet_pton(AF_INET6, text, probers.a[probers.n].b) == 1) probers.n++;
-        else {
-          napi_throw_type_error(env, NULL, "dump(ports, probers): a prober must be an IP address string");
-          return NULL;
-        }
-      }
-    }
-  }
+  struct addresses probers = {.n = 0}, own = {.n = 0};
+  if ((argc >= 2 && !read_addresses(env, argv[1], &probers)) || (argc >= 3 && !read_addresses(env, argv[2], &own)))
+    return NULL;
 
   int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (fd < 0) return fail(env, "socket", errno);
   struct out o = {0};
-  int err = dump_family(fd, AF_INET, ports, n, &probers, &o);
-  if (!err) err = dump_family(fd, AF_INET6, ports, n, &probers, &o);
+  int err = dump_family(fd, AF_INET, ports, n, &probers, &own, &o);
+  if (!err) err = dump_family(fd, AF_INET6, ports, n, &probers, &own, &o);
   close(fd);
   if (err) {
     free(o.v);

@@ -3,6 +3,7 @@
 
 import { isIP } from 'node:net';
 import { RUNTIME_METRICS, type RuntimeMetrics } from './metrics.js';
+import { parseReadinessCheck, type ReadinessCheck } from './readiness.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -26,6 +27,7 @@ export interface Config {
   drainQuietSeconds: number;
   pollSeconds: number;
   startupWindowSeconds: number;
+  appReadiness: ReadinessCheck | undefined;
   minReadySeconds: number | undefined;
   procNetDir: string;
   proxyListen: HostPort | undefined;
@@ -242,6 +244,17 @@ export const CONFIG_SPEC: { [K in keyof Config]: Spec<K> }[keyof Config][] = [
     default: '300',
     parse: seconds(0, MAX_SECONDS),
     help: 'From start-up, read the app ports every DRAIN_POLL_SECONDS for at most this long, until the first request from anything but the kubelet: when the app began listening, answered its first probe and got its first traffic (startup finished). 0: off.',
+  },
+  {
+    key: 'appReadiness',
+    env: 'DRAIN_APP_READINESS',
+    flag: '--app-readiness',
+    default: '',
+    parse: optional((raw) => {
+      const check = parseReadinessCheck(raw);
+      return typeof check === 'string' ? new ParseError(check) : check;
+    }),
+    help: "The app's readinessProbe (inject passes it), checked on loopback during the start-up window until it first succeeds: the app's readiness, from which the delay to the first traffic is counted. Empty: counted from the app's listener.",
   },
   {
     key: 'minReadySeconds',

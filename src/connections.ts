@@ -70,6 +70,8 @@ export interface ConnectionsDeps {
   inTermination: () => boolean;
   /** Where the kubelet's probes come from; without it every connection is traffic. */
   probers?: Probers;
+  /** The source address of the sidecar's own connections to the app (its readiness checks): neither traffic nor probes. */
+  ownAddress?: string;
 }
 
 /** One read of the sockets on the app ports. */
@@ -118,6 +120,8 @@ export interface AppSocket {
   info?: TcpInfo;
   /** The peer is the kubelet (the address its probes of the sidecar come from). */
   fromProber?: boolean;
+  /** The peer is the sidecar itself. */
+  own?: boolean;
 }
 
 /**
@@ -200,7 +204,7 @@ export function compare(
       stats.acceptQueue += s.rxQueue;
       continue;
     }
-    if (s.remotePort === ownPort) continue;
+    if (s.remotePort === ownPort || s.own) continue;
     const segments = s.info?.dataSegmentsIn ?? 0;
     const before = recent?.segments.get(s.id);
     segmentsNow?.set(s.id, segments);
@@ -441,10 +445,10 @@ export class Connections {
   }
 
   #sockets(): SocketRead {
-    const { procNetDir, appPorts, log, clock, probers } = this.#deps;
+    const { procNetDir, appPorts, log, clock, probers, ownAddress } = this.#deps;
     if (this.#sockDiag) {
       try {
-        const dumped = this.#sockDiag.dump(appPorts, probers?.addresses);
+        const dumped = this.#sockDiag.dump(appPorts, probers?.addresses, ownAddress ? [ownAddress] : undefined);
         const at = clock.now();
         return { signal: 'sock_diag', sockets: decodeSockDiag(this.#sockDiag, dumped), at };
       } catch (err) {
@@ -463,6 +467,7 @@ export class Connections {
         ...s,
         id: `${s.localAddress} ${s.localPort} ${s.remoteAddress} ${s.remotePort}`,
         fromProber: probers?.has(s.remoteAddress) ?? false,
+        own: s.remoteAddress === ownAddress,
       })),
     };
   }

@@ -6,6 +6,7 @@
 //                                 ports, minus those that serve metrics or admin and minus a mesh proxy's
 //   the hook's seconds          = --sleep, else min(20, max(5, grace period - 10)): the app keeps 10 s for its own
 //                                 shutdown where the grace period allows, and never less than 5 s.
+//   DRAIN_APP_READINESS         = the app's readinessProbe, httpGet or tcpSocket, replayed on loopback at start-up
 //   DRAIN_MIN_READY_SECONDS     = the workload's minReadySeconds (0 when unset, as the API server defaults it), or
 //                                 the pod template's annotation drain-sidecar.dev/min-ready-seconds (all a webhook sees)
 
@@ -13,6 +14,7 @@ import pkg from '../package.json' with { type: 'json' };
 import { MAX_APP_PORTS, parseConfig } from './config.js';
 import type { Edit } from './manifest.js';
 import { hookHoldSeconds } from './params.js';
+import { parseReadinessCheck } from './readiness.js';
 
 export type { Edit } from './manifest.js';
 
@@ -263,6 +265,38 @@ export interface Derived {
   proxyPort: number;
   /** What DRAIN_MIN_READY_SECONDS carries; undefined when unknown (a pod the webhook sees without the annotation). */
   minReadySeconds: number | undefined;
+  /** What DRAIN_APP_READINESS carries: the app's readinessProbe as a loopback check, when it can be replayed. */
+  readiness: string | undefined;
+}
+
+interface Probe {
+  httpGet?: { port?: number | string; path?: string; host?: string; scheme?: string };
+  tcpSocket?: { port?: number | string; host?: string };
+}
+
+/**
+ * The app's readinessProbe as the sidecar replays it on loopback: httpGet or tcpSocket, its port resolved by name
+ * among the container's ports. The probe of a container serving an app port first. Not a probe with a host of its own
+ * (it asks another address), nor exec or grpc ones, which the sidecar cannot replay.
+ */
+function readinessOf(spec: PodSpec, ports: number[]): string | undefined {
+  const containers = appContainers(spec).filter((c) => c.readinessProbe);
+  const serving = containers.filter((c) => tcpPorts(c).some((p) => ports.includes(p.containerPort)));
+  for (const c of [...serving, ...containers]) {
+    const probe = c.readinessProbe as Probe;
+    const action = probe.httpGet ?? probe.tcpSocket;
+    if (!action || action.host) continue;
+    const port =
+      typeof action.port === 'number' ? action.port : c.ports?.find((p) => p.name === action.port)?.containerPort;
+    if (!Number.isInteger(port)) continue;
+    if (probe.tcpSocket) return `tcp://:${port}`;
+    const scheme = probe.httpGet?.scheme?.toLowerCase() === 'https' ? 'https' : 'http';
+    const path = probe.httpGet?.path ?? '/';
+    const check = `${scheme}://:${port}${path.startsWith('/') ? path : `/${path}`}`;
+    // A path the check cannot send (a space in it): counted from the listener instead, not a refusal.
+    if (typeof parseReadinessCheck(check) !== 'string') return check;
+  }
+  return undefined;
 }
 
 /** The settings for a pod, from its spec, annotations and the options; or the finding that says why there are none. */
@@ -364,7 +398,7 @@ export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
       "give the workload's minReadySeconds, a whole number of seconds",
     );
   }
-  return { grace, ports, hookSeconds, mode, sidecarPort, proxyPort, minReadySeconds };
+  return { grace, ports, hookSeconds, mode, sidecarPort, proxyPort, minReadySeconds, readiness: readinessOf(spec, ports) };
 }
 
 const hookPath = (d: Derived): string => (d.mode === 'sleep' ? `/sleep?s=${d.hookSeconds}` : `/drain?max=${d.hookSeconds}`);
@@ -392,6 +426,7 @@ export function sidecarContainer(d: Derived, o: InjectOptions): Container {
     { name: 'DRAIN_DEFAULT_SLEEP_SECONDS', value: String(d.hookSeconds) },
     { name: 'DRAIN_MAX_SLEEP_SECONDS', value: String(d.grace - MIN_APP_SHUTDOWN_SECONDS) },
   ];
+  if (d.readiness !== undefined) env.push({ name: 'DRAIN_APP_READINESS', value: d.readiness });
   if (d.minReadySeconds !== undefined) env.push({ name: 'DRAIN_MIN_READY_SECONDS', value: String(d.minReadySeconds) });
   if (d.sidecarPort !== SIDECAR_PORT) env.push({ name: 'DRAIN_PORT', value: String(d.sidecarPort) });
   const ports = [{ name: 'drain', containerPort: d.sidecarPort }];

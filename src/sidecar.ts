@@ -14,6 +14,7 @@ import { malformedRequests } from './malformed.js';
 import { createMetrics } from './metrics.js';
 import { Probers } from './probers.js';
 import type { DrainProxy } from './proxy.js';
+import { checkReadiness, OWN_ADDRESS } from './readiness.js';
 import { createServer, listen } from './server.js';
 import { Scrapes, Shutdown } from './shutdown.js';
 import type { SockDiag } from './sockdiag.js';
@@ -58,6 +59,7 @@ function close(server: Server): Promise<void> {
 /** Wires the sidecar; the proxy's module (with undici) is loaded in proxy mode only, so passive mode does not carry it. */
 export async function createSidecar({ config, clock, log, version, nodeVersion, sockDiag, exit }: SidecarDeps): Promise<Sidecar> {
   const pollMs = config.pollSeconds * 1000;
+  const { appReadiness } = config;
   const registry = new Registry();
   const metrics = createMetrics(registry, {
     version,
@@ -81,6 +83,7 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     pollMs,
     inTermination,
     probers,
+    ownAddress: OWN_ADDRESS,
   });
   const proxy = config.proxyUpstream
     ? new (await import('./proxy.js')).DrainProxy({
@@ -107,6 +110,7 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     log: log.child({ component: 'startup' }),
     metrics,
     connections,
+    readiness: appReadiness && (() => checkReadiness(appReadiness, Math.min(1000, pollMs * 5), `drain-sidecar/${version}`)),
     windowSeconds: config.startupWindowSeconds,
     pollMs,
     minReadySeconds: config.minReadySeconds,

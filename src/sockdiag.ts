@@ -8,9 +8,9 @@ import { TCP_STATES, type TcpState } from './procnet.js';
 export interface SockDiag {
   /**
    * The TCP sockets, IPv4 and IPv6, whose local port is one of ports (filtered in the kernel); `fields` numbers each.
-   * Each is flagged when its peer is one of probers (IP addresses, at most 8).
+   * Each is marked when its peer is one of probers, or one of own (IP addresses, at most 8 each).
    */
-  dump(ports: number[], probers?: readonly string[]): Float64Array;
+  dump(ports: number[], probers?: readonly string[], own?: readonly string[]): Float64Array;
   fields: number;
 }
 
@@ -37,6 +37,8 @@ export interface DiagSocket {
   info: TcpInfo | undefined;
   /** The peer is one of the probers given to dump. */
   fromProber: boolean;
+  /** The peer is one of the own addresses given to dump: the sidecar's own connection. */
+  own: boolean;
 }
 
 // The record layout of native/sockdiag.c.
@@ -51,7 +53,7 @@ enum RecordField {
   DataSegmentsOut,
   LastDataReceivedMs,
   LastDataSentMs,
-  FromProber,
+  Peer,
   Count,
 }
 
@@ -74,7 +76,8 @@ export function decodeSockDiag(diag: SockDiag, v: Float64Array): DiagSocket[] {
       state,
       rxQueue: v[i + RecordField.RxQueue] as number,
       expiresMs: v[i + RecordField.ExpiresMs] as number,
-      fromProber: v[i + RecordField.FromProber] === 1,
+      fromProber: v[i + RecordField.Peer] === 1,
+      own: v[i + RecordField.Peer] === 2,
       info:
         segments < 0
           ? undefined

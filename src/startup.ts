@@ -2,8 +2,10 @@
 // load balancer adds a pod only once its own health check passes, which can be many seconds after the kubelet marked the
 // pod ready; a rollout that deletes old pods meanwhile leaves no backend ("no healthy upstream"). minReadySeconds must
 // cover that delay. From start-up, for a bounded window, the sidecar polls the app ports and records when the app began
-// listening, when it first answered one of the kubelet's probes (its readiness, for an HTTP or TCP probe) and when the
-// first connection or request from anyone else came. One poll a DRAIN_POLL_SECONDS, and only until the first traffic.
+// listening, when it became ready (its readinessProbe replayed on loopback, src/readiness.ts; the kubelet's own probes
+// are seen only now and then) and when the first connection or request from anyone but the kubelet and the sidecar came.
+// One read of the sockets a DRAIN_POLL_SECONDS, and only until the first traffic; one readiness check at a time until
+// the first success.
 
 import type { Logger } from 'pino';
 import { type Clock, toSeconds } from './clock.js';
@@ -18,6 +20,8 @@ export interface StartupDeps {
   log: Logger;
   metrics: Metrics;
   connections: Pick<Connections, 'compared' | 'available'>;
+  /** The app's readiness check (src/readiness.ts), when its readinessProbe is known. */
+  readiness?: (() => Promise<boolean>) | undefined;
   windowSeconds: number;
   pollMs: number;
   /** The workload's minReadySeconds, when the injection passed it on. */
@@ -30,12 +34,14 @@ export interface StartupFigures {
   /** Wall-clock time the sidecar started; the seconds below count from it. */
   startedAt: string;
   appListeningSeconds: number | null;
-  /** When the app first answered a probe of the kubelet's (null: no probe of an app port was seen). */
-  readySeconds: number | null;
+  /** When the app first passed its readiness check (null: no check configured, or none passed yet). */
+  appReadySeconds: number | null;
+  /** When the app first answered a kubelet probe the sidecar saw (each one is seen only if the app closed it first). */
+  probeAnsweredSeconds: number | null;
   firstTrafficSeconds: number | null;
-  /** First traffic after readiness (after listening, when no probe was seen): what minReadySeconds must cover. */
+  /** First traffic after readiness (after listening, without a readiness check): what minReadySeconds must cover. */
   firstTrafficDelaySeconds: number | null;
-  delayFrom: 'ready' | 'listening' | null;
+  delayFrom: 'app_ready' | 'listening' | null;
   minReadySeconds: number | null;
 }
 
@@ -45,6 +51,8 @@ export class Startup {
   readonly #startedAtWall: Date;
   #listeningAt = Number.POSITIVE_INFINITY;
   #readyAt = Number.POSITIVE_INFINITY;
+  #probeAnsweredAt = Number.POSITIVE_INFINITY;
+  #checking = false;
   #firstTrafficAt = Number.POSITIVE_INFINITY;
   #state: StartupFigures['state'];
   #reason: StartupEnd | null = null;
@@ -97,7 +105,8 @@ export class Startup {
       reason: this.#reason,
       startedAt: this.#startedAtWall.toISOString(),
       appListeningSeconds: since(this.#listeningAt),
-      readySeconds: since(this.#readyAt),
+      appReadySeconds: since(this.#readyAt),
+      probeAnsweredSeconds: since(this.#probeAnsweredAt),
       firstTrafficSeconds: since(this.#firstTrafficAt),
       firstTrafficDelaySeconds:
         from && Number.isFinite(this.#firstTrafficAt) ? toSeconds(Math.max(0, this.#firstTrafficAt - from.at)) : null,
@@ -106,9 +115,13 @@ export class Startup {
     };
   }
 
-  /** Readiness when a probe was answered, else the listener's appearance. */
-  #from(): { name: 'ready' | 'listening'; at: number } | undefined {
-    if (Number.isFinite(this.#readyAt)) return { name: 'ready', at: this.#readyAt };
+  /**
+   * Readiness when the check passed, else the listener's appearance: never later than the kubelet's readiness, so the
+   * delay is never shorter than the one to cover. Not the kubelet's probes: a missed one would make readiness look
+   * later and the delay shorter than it was.
+   */
+  #from(): { name: 'app_ready' | 'listening'; at: number } | undefined {
+    if (Number.isFinite(this.#readyAt)) return { name: 'app_ready', at: this.#readyAt };
     if (Number.isFinite(this.#listeningAt)) return { name: 'listening', at: this.#listeningAt };
     return undefined;
   }
@@ -121,13 +134,26 @@ export class Startup {
     }
     // The listener has no time of its own in the socket table: the first read that shows it, to a poll interval.
     if (c.snapshot.listening && !Number.isFinite(this.#listeningAt)) this.#listeningAt = c.snapshot.at;
-    this.#readyAt = Math.min(this.#readyAt, c.probeAnswered);
+    this.#probeAnsweredAt = Math.min(this.#probeAnsweredAt, c.probeAnswered);
+    if (c.snapshot.listening) this.#check();
     if (Number.isFinite(c.firstHeard)) {
       this.#firstTrafficAt = c.firstHeard;
       // A listener that came and went between two reads, or traffic that raced the first read, still started here.
       this.#listeningAt = Math.min(this.#listeningAt, this.#firstTrafficAt);
       this.#finish('first_traffic');
     }
+  }
+
+  /** One readiness check at a time, until the first passes; it counts from when it was sent. */
+  #check(): void {
+    const { readiness, clock } = this.#deps;
+    if (!readiness || this.#checking || Number.isFinite(this.#readyAt)) return;
+    this.#checking = true;
+    const sentAt = clock.now();
+    void readiness().then((ok) => {
+      this.#checking = false;
+      if (ok && this.#state === 'watching') this.#readyAt = Math.min(this.#readyAt, sentAt);
+    });
   }
 
   #finish(reason: StartupEnd): void {

@@ -138,6 +138,36 @@ spec:
     ]);
   });
 
+  it("passes the app's readinessProbe on as a loopback check, its named port resolved; not one it cannot replay", () => {
+    const deployment = (name: string, probe: string) => `apiVersion: apps/v1
+kind: Deployment
+metadata: { name: ${name} }
+spec:
+  selector: { matchLabels: { app: ${name} } }
+  template:
+    metadata: { labels: { app: ${name} } }
+    spec:
+      containers:
+        - name: app
+          image: app:1
+          ports: [{ name: http, containerPort: 8080 }, { name: admin, containerPort: 9090 }]
+          readinessProbe: ${probe}
+`;
+    const input = [
+      deployment('http-named', '{ httpGet: { path: /ready, port: http } }'),
+      deployment('https-admin', '{ httpGet: { path: health, port: 9090, scheme: HTTPS } }'),
+      deployment('tcp', '{ tcpSocket: { port: 8080 } }'),
+      deployment('exec', '{ exec: { command: [/bin/check] } }'),
+      deployment('other-host', '{ httpGet: { host: 10.0.0.9, path: /, port: 8080 } }'),
+    ].join('---\n');
+    const { stdout, code } = run(['inject', '-'], input);
+    expect(code).toBe(0);
+    const checks = docs(stdout)
+      .flatMap(podSpecs)
+      .map((p) => p.initContainers?.[0]?.env?.find((e) => e.name === 'DRAIN_APP_READINESS')?.value);
+    expect(checks).toEqual(['http://:8080/ready', 'https://:9090/health', 'tcp://:8080', undefined, undefined]);
+  });
+
   it('takes JSON and gives JSON', () => {
     const { code, stdout } = run(['inject', fixture('deployment.json')]);
     expect(code).toBe(0);

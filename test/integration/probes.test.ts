@@ -140,9 +140,14 @@ describe('probes are not traffic', () => {
 });
 
 describe('time to first traffic', () => {
-  it('records when the app listened, answered its first probe and got its first request, once, probes excluded', async () => {
+  it('records when the app listened, became ready and got its first request, once; probes and its own checks are not traffic', async () => {
     const startedAt = performance.now();
-    const server = createServer((_req, res) => res.end('ok'));
+    // The app listens at once and answers its readiness path 503 until it has warmed up, as many apps do.
+    let readyAt = 0;
+    const server = createServer((req, res) => {
+      res.statusCode = req.url === '/ready' && !readyAt ? 503 : 200;
+      res.end('ok');
+    });
     // The app's port is known before it listens: take a free one, then let it go.
     const placeholder = createServer();
     await new Promise<void>((resolve) => placeholder.listen(0, '127.0.0.1', resolve));
@@ -151,6 +156,7 @@ describe('time to first traffic', () => {
     const { port, lines } = await startSidecar({
       DRAIN_POLL_SECONDS: '0.1',
       DRAIN_APP_PORTS: String(appPort),
+      DRAIN_APP_READINESS: `http://:${appPort}/ready`,
       DRAIN_MIN_READY_SECONDS: '0.5',
     });
     const probes = probeEvery(400, appPort, port);
@@ -161,7 +167,9 @@ describe('time to first traffic', () => {
       server.closeAllConnections();
     });
     const listenedAt = performance.now();
-    await sleep(1500);
+    await sleep(700);
+    readyAt = performance.now();
+    await sleep(1000);
     expect((await get(port, '/status')).json().startup).toMatchObject({ state: 'watching', firstTrafficSeconds: null });
     // Prometheus has scraped the histogram at zero before the traffic.
     expect(await metric(port, 'drain_sidecar_first_traffic_delay_seconds_count')).toBe(0);
@@ -176,12 +184,12 @@ describe('time to first traffic', () => {
     const since = (at: number) => (at - startedAt) / 1000;
     expect(s.reason).toBe('first_traffic');
     expect(Math.abs((s.appListeningSeconds as number) - since(listenedAt))).toBeLessThan(0.3);
-    // The first probe after the listener, at most one probe period later.
-    expect(s.readySeconds).toBeGreaterThanOrEqual(since(listenedAt) - 0.2);
-    expect(s.readySeconds).toBeLessThan(since(listenedAt) + 0.6);
+    // The first check after the app turned ready, one poll later at most; never before.
+    expect(s.appReadySeconds).toBeGreaterThanOrEqual(since(readyAt) - 0.15);
+    expect(s.appReadySeconds).toBeLessThan(since(readyAt) + 0.35);
     expect(Math.abs((s.firstTrafficSeconds as number) - since(firstSentAt))).toBeLessThan(0.3);
-    expect(s.delayFrom).toBe('ready');
-    expect(s.firstTrafficDelaySeconds).toBeCloseTo((s.firstTrafficSeconds as number) - (s.readySeconds as number), 2);
+    expect(s.delayFrom).toBe('app_ready');
+    expect(s.firstTrafficDelaySeconds).toBeCloseTo((s.firstTrafficSeconds as number) - (s.appReadySeconds as number), 2);
     // Later after readiness than the workload's minReadySeconds: a warning that says so.
     expect(finished[0]).toMatchObject({ level: 'warn', minReadyTooShort: true, minReadySeconds: 0.5 });
     expect(probes.count()).toBeGreaterThanOrEqual(5);
