@@ -32,18 +32,43 @@ interface Row {
   };
 }
 
+/** A rollout scenario's row: the new pod's race (drill/run.mjs runRace), in seconds from the new pod's start. */
+interface RaceRow {
+  id: string;
+  requests: number;
+  errorCount: number;
+  errors: Record<string, number>;
+  lbNoLiveUpstream: number;
+  minReadySeconds: number;
+  lbAddSeconds: number;
+  readySeconds: number;
+  oldDeletedSeconds: number;
+  lbAddedSeconds: number;
+  recommendedMinReadySeconds: number;
+  sidecarExitCode: number;
+  startup: {
+    delayFrom: string;
+    appReadySeconds: number;
+    firstTrafficSeconds: number;
+    firstTrafficDelaySeconds: number;
+  };
+  sidecar: { firstTrafficDelaySum: number | null; firstTrafficDelayCount: number | null; minReadySeconds: number | null };
+}
+
 describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (short)', () => {
   let rows: Record<string, Row> = {};
+  let races: Record<string, RaceRow> = {};
   beforeAll(() => {
     const out = mkdtempSync(join(tmpdir(), 'drill-'));
-    execFileSync(process.execPath, ['drill/run.mjs', '--scenarios', 'a,b,c,d,e,g,h,i,j', '--out', out], {
+    execFileSync(process.execPath, ['drill/run.mjs', '--scenarios', 'a,b,c,d,e,g,h,i,j,k,l', '--out', out], {
       cwd: ROOT,
       stdio: 'inherit',
       timeout: 400_000,
     });
-    const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { scenarios: Row[] };
-    rows = Object.fromEntries(report.scenarios.map((r) => [r.id, r]));
-  }, 420_000);
+    const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { scenarios: (Row | RaceRow)[] };
+    rows = Object.fromEntries(report.scenarios.filter((r) => !('race' in r)).map((r) => [r.id, r as Row]));
+    races = Object.fromEntries(report.scenarios.filter((r) => 'race' in r).map((r) => [r.id, r as RaceRow]));
+  }, 480_000);
 
   it('(a) without a hook, reproduces the refused requests of the field report', () => {
     expect(rows.a?.errorCount).toBeGreaterThan(0);
@@ -112,7 +137,42 @@ describe.skipIf(!canRun && process.env.CI !== 'true')('the termination drill (sh
     expect(Math.abs((row.appStoppedSeconds ?? 0) - row.appExitSeconds)).toBeLessThan(0.6);
   });
 
+  it('(k) a rollout with minReadySeconds 0 reproduces the second outage: nginx had no live upstream', () => {
+    const row = races.k as RaceRow;
+    expect(row.oldDeletedSeconds).toBeLessThan(row.lbAddedSeconds);
+    expect(row.errorCount).toBeGreaterThan(0);
+    // Every error is nginx's answer with no live upstream, as its own log counts them.
+    expect(row.errors).toEqual({ 'refused/unreachable (502)': row.errorCount });
+    expect(row.lbNoLiveUpstream).toBe(row.errorCount);
+  });
+
+  it("(l) the same rollout with the minReadySeconds recommended from (k)'s measurement loses nothing", () => {
+    const row = races.l as RaceRow;
+    expect(row.minReadySeconds).toBe(races.k?.recommendedMinReadySeconds);
+    expect(row.oldDeletedSeconds).toBeGreaterThan(row.lbAddedSeconds);
+    expect(row.errorCount).toBe(0);
+    expect(row.lbNoLiveUpstream).toBe(0);
+  });
+
+  it.each(['k', 'l'])(
+    "(%s) the new pod's sidecar measures when the load balancer began to send, within 0.5 s, the kubelet's probes excluded",
+    (id) => {
+      const row = races[id] as RaceRow;
+      // The kubelet probed the app every second from before it was ready: counted as traffic, they would have ended
+      // the watch seconds before the load balancer sent anything.
+      expect(Math.abs(row.startup.firstTrafficSeconds - row.lbAddSeconds)).toBeLessThan(0.5);
+      expect(row.startup.delayFrom).toBe('app_ready');
+      // Counted from the app's readiness, never later than the kubelet's: never shorter than the delay to cover.
+      expect(row.startup.firstTrafficDelaySeconds).toBeGreaterThanOrEqual(row.lbAddedSeconds - row.readySeconds - 0.3);
+      expect(row.startup.firstTrafficDelaySeconds).toBeLessThan(row.lbAddedSeconds - row.readySeconds + 1.3);
+      // Prometheus has it: one observation, the same figure.
+      expect(row.sidecar.firstTrafficDelayCount).toBe(1);
+      expect(row.sidecar.firstTrafficDelaySum).toBeCloseTo(row.startup.firstTrafficDelaySeconds, 3);
+      expect(row.sidecar.minReadySeconds).toBe(row.minReadySeconds);
+    },
+  );
+
   it('ends every sidecar with exit 0', () => {
-    for (const row of Object.values(rows)) expect(row.sidecarExitCode).toBe(0);
+    for (const row of [...Object.values(rows), ...Object.values(races)]) expect(row.sidecarExitCode).toBe(0);
   });
 });
