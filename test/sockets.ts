@@ -71,6 +71,8 @@ export interface DiagRow {
   info?: { segmentsIn: number; segmentsOut: number; lastReceivedMs: number; lastSentMs: number };
   /** The peer is one of the probers given to the dump. */
   fromProber?: boolean;
+  /** The peer is one of the own addresses given to the dump (the sidecar). */
+  own?: boolean;
 }
 
 /** Stands in for the kernel's answer to a sock_diag dump: rows set by the test, in the addon's layout. */
@@ -87,7 +89,7 @@ export function fakeSockDiag() {
     r.info?.segmentsOut ?? -1,
     r.info?.lastReceivedMs ?? -1,
     r.info?.lastSentMs ?? -1,
-    r.fromProber ? 1 : 0,
+    r.fromProber ? 1 : r.own ? 2 : 0,
   ];
   const diag: SockDiag = {
     fields: 11,

@@ -177,6 +177,27 @@ describe('Connections through sock_diag', () => {
     expect(await value('drain_sidecar_late_connections_total', { port: '8080' })).toBe(0);
   });
 
+  it("counts the kubelet's connections apart and the sidecar's own not at all: no late arrival, request or busy", async () => {
+    const { connections, termination, value, table } = setupDiag();
+    table.rows = [pooled(2, 10, 5000)];
+    termination.active = true;
+    const traffic = connections.traffic(performance.now());
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    // A probe answered and closed by the app (TIME_WAIT), one in flight, and the sidecar's own check in flight.
+    table.rows = [
+      pooled(2, 10, 5200),
+      { cookie: 7, state: TIME_WAIT, expiresMs: 59_950, fromProber: true },
+      { cookie: 8, fromProber: true, info: { segmentsIn: 1, segmentsOut: 0, lastReceivedMs: 5, lastSentMs: 5 } },
+      { cookie: 9, own: true, info: { segmentsIn: 1, segmentsOut: 0, lastReceivedMs: 5, lastSentMs: 5 } },
+    ];
+    const port = connections.poll()?.ports[0];
+    expect(port).toMatchObject({ established: 1, newConnections: 0, newSegments: 0, inFlight: 0, probes: 2 });
+    expect(connections.pollBusy()).toBe(false);
+    expect(connections.lastArrivalAt).toBe(Number.NEGATIVE_INFINITY);
+    expect(traffic?.()).toMatchObject({ lateArrivals: 0, lateRequestsEstimate: 0, probeConnections: 2 });
+    expect(await value('drain_sidecar_late_connections_total', { port: '8080' })).toBe(0);
+  });
+
   it('reads the sockets once when an episode opens and its polling starts, then once per poll', async () => {
     const { connections, termination, table } = setupDiag();
     termination.active = true;
