@@ -375,6 +375,23 @@ async function deletePod(pod, scenario, t0) {
 
 // ---- a scenario ----------------------------------------------------------------------------------------------------
 
+/** What the client saw, in seconds from t0: every result in order, the errors by kind, the first and last error. */
+function outcomes(client, t0) {
+  const results = client.results.map((r) => ({ ...r, t: (r.sentAt - t0) / 1000 })).sort((x, y) => x.t - y.t);
+  const errors = {};
+  for (const r of results) if (r.kind !== 'ok') errors[r.kind] = (errors[r.kind] ?? 0) + 1;
+  const ok = results.filter((r) => r.kind === 'ok').length;
+  return {
+    results,
+    requests: results.length,
+    ok,
+    errors,
+    errorCount: results.length - ok,
+    firstError: results.find((r) => r.kind !== 'ok')?.t ?? null,
+    lastError: results.findLast((r) => r.kind !== 'ok')?.t ?? null,
+  };
+}
+
 async function runScenario(id, scenario) {
   scenarioCleanups = [];
   const old = createPod('old', id);
@@ -417,9 +434,7 @@ async function runScenario(id, scenario) {
   await lb.stop();
   for (const c of scenarioCleanups.splice(0)) c();
 
-  const results = client.results.map((r) => ({ ...r, t: (r.sentAt - t0) / 1000 })).sort((x, y) => x.t - y.t);
-  const errors = {};
-  for (const r of results) if (r.kind !== 'ok') errors[r.kind] = (errors[r.kind] ?? 0) + 1;
+  const { results, ...outcome } = outcomes(client, t0);
   // What the sidecar could have counted: refusals between the app's exit and the sidecar's.
   const refusedWhileSidecarAlive = results.filter(
     (r) => r.kind.startsWith('refused') && r.t >= timeline.appExitSeconds && r.t <= timeline.sidecarExitSeconds,
@@ -432,12 +447,7 @@ async function runScenario(id, scenario) {
     oldPodServedLate: servedLate.length,
     oldPodLastServedSeconds: servedLate.at(-1)?.t ?? null,
     order: scenario.order,
-    requests: results.length,
-    ok: results.filter((r) => r.kind === 'ok').length,
-    errors,
-    errorCount: results.length - results.filter((r) => r.kind === 'ok').length,
-    firstError: results.find((r) => r.kind !== 'ok')?.t ?? null,
-    lastError: results.findLast((r) => r.kind !== 'ok')?.t ?? null,
+    ...outcome,
     refusedWhileSidecarAlive,
     refusedBySidecar: results.filter((r) => r.kind.startsWith('refused by the sidecar')).length,
     appStoppedSeconds: timeline.observeAnswer?.appStoppedSeconds ?? null,
@@ -554,19 +564,12 @@ async function runRace(id, scenario, minReady) {
   const lbNoLiveUpstream = noLiveUpstreams() - noLiveBefore;
   for (const c of scenarioCleanups.splice(0)) c();
 
-  const results = client.results.map((r) => ({ ...r, t: (r.sentAt - t0) / 1000 })).sort((x, y) => x.t - y.t);
-  const errors = {};
-  for (const r of results) if (r.kind !== 'ok') errors[r.kind] = (errors[r.kind] ?? 0) + 1;
+  const { results, ...outcome } = outcomes(client, t0);
   return {
     id,
     title: scenario.title.replace('as recommended', `${minReady} (recommended)`),
     race: true,
-    requests: results.length,
-    ok: results.filter((r) => r.kind === 'ok').length,
-    errors,
-    errorCount: results.length - results.filter((r) => r.kind === 'ok').length,
-    firstError: results.find((r) => r.kind !== 'ok')?.t ?? null,
-    lastError: results.findLast((r) => r.kind !== 'ok')?.t ?? null,
+    ...outcome,
     lbNoLiveUpstream,
     firstServedByNewSeconds: results.find((r) => r.pod === 'new')?.t ?? null,
     sidecarExitCode: termination.sidecarExitCode,
@@ -599,16 +602,21 @@ function raceMarkdown(rows) {
     'sidecar: first traffic after readiness (s)',
     'recommended minReadySeconds',
   ];
+  return table(head, rows, (r) => {
+    const s = r.startup;
+    return `${r.lbNoLiveUpstream} | ${fmt(r.readySeconds)} | ${fmt(r.oldDeletedSeconds)} | ${fmt(r.oldDroppedSeconds)} | ${fmt(r.lbAddedSeconds)} | ${fmt(s.appListeningSeconds)} | ${fmt(s.appReadySeconds)} | ${fmt(s.firstTrafficSeconds)} | ${fmt(s.firstTrafficDelaySeconds)} | ${fmt(r.recommendedMinReadySeconds)}`;
+  });
+}
+
+/** A Markdown table: each row opens with the scenario, its requests and errors, then the cells rest(row) gives. */
+function table(head, rows, rest) {
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
     const kinds =
       Object.entries(r.errors)
         .map(([k, n]) => `${n} ${k}`)
         .join(', ') || '-';
-    const s = r.startup;
-    lines.push(
-      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${r.lbNoLiveUpstream} | ${fmt(r.readySeconds)} | ${fmt(r.oldDeletedSeconds)} | ${fmt(r.oldDroppedSeconds)} | ${fmt(r.lbAddedSeconds)} | ${fmt(s.appListeningSeconds)} | ${fmt(s.appReadySeconds)} | ${fmt(s.firstTrafficSeconds)} | ${fmt(s.firstTrafficDelaySeconds)} | ${fmt(r.recommendedMinReadySeconds)} |`,
-    );
+    lines.push(`| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${rest(r)} |`);
   }
   return lines.join('\n');
 }
@@ -636,17 +644,12 @@ function markdown(rows) {
     'client 503s',
     'observe: app stopped (s)',
   ];
-  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
-  for (const r of rows) {
-    const kinds =
-      Object.entries(r.errors)
-        .map(([k, n]) => `${n} ${k}`)
-        .join(', ') || '-';
-    lines.push(
-      `| (${r.id}) ${r.title} | ${r.requests} | ${r.errorCount} | ${kinds} | ${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lateRequestsEstimate)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${r.oldPodServedLate} | ${fmt(r.oldPodLastServedSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} | ${fmt(r.sidecar.proxyLateRequests)} | ${fmt(r.sidecar.lastRequestArrivalSeconds)} | ${fmt(r.sidecar.proxyRefused)} | ${r.refusedBySidecar} | ${fmt(r.appStoppedSeconds)} |`,
-    );
-  }
-  return lines.join('\n');
+  return table(
+    head,
+    rows,
+    (r) =>
+      `${fmt(r.hookSeconds)} | ${fmt(r.appExitSeconds)} | ${fmt(r.terminationSeconds)} | ${fmt(r.sidecar.drainSeconds)} | ${fmt(r.sidecar.lateConnections)} | ${fmt(r.sidecar.lateRequestsEstimate)} | ${fmt(r.sidecar.lastArrivalSeconds)} | ${r.oldPodServedLate} | ${fmt(r.oldPodLastServedSeconds)} | ${fmt(r.sidecar.refusedEstimate)} | ${r.refusedWhileSidecarAlive} | ${fmt(r.sidecar.proxyLateRequests)} | ${fmt(r.sidecar.lastRequestArrivalSeconds)} | ${fmt(r.sidecar.proxyRefused)} | ${r.refusedBySidecar} | ${fmt(r.appStoppedSeconds)}`,
+  );
 }
 
 /**
