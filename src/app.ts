@@ -262,7 +262,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
         hint: 'set DRAIN_APP_PORTS to the ports the app listens on',
       });
     }
-    const idle = { minMs: 0, pollMs, isIdle: () => !connections.peek(pollMs)?.listening, reason: 'app_stopped' as const };
+    const idle = { minMs: 0, pollMs, isIdle: () => !connections.listening(pollMs), reason: 'app_stopped' as const };
     const plan = { ms: config.gracePeriodSeconds * 1000, clamped: false, problems: [], requested: {}, idle, fallback: '' };
     return holdHook(c, 'observe', plan, () => ({ watching: true, ...traffic() }));
   });

@@ -12,7 +12,7 @@ import { type Clock, secondsSince } from './clock.js';
 import type { Metrics } from './metrics.js';
 import type { Probers } from './probers.js';
 import { parseNetCounter, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
-import { decodeSockDiag, type SockDiag, type TcpInfo } from './sockdiag.js';
+import { decodeCounts, decodeSockDiag, type PortCount, type SockDiag, type TcpInfo } from './sockdiag.js';
 
 export interface PortStats {
   port: number;
@@ -305,19 +305,44 @@ export class Connections {
     return this.#latest;
   }
 
+  /**
+   * Per app port, its established connections, listener and accept queue, from a read no older than maxAgeMs, or
+   * else counted in the addon without a record per socket (a scrape on a pod with 30,000 connections makes no 30,000
+   * objects); peek() when the addon cannot count.
+   */
+  counts(maxAgeMs: number): { signal: Signal; ports: PortCount[] } | undefined {
+    const latest = this.#latest;
+    const { clock, appPorts, probers, ownAddress, ownPort } = this.#deps;
+    if (latest && maxAgeMs > 0 && clock.now() - latest.at <= maxAgeMs) return latest;
+    if (this.#available && this.#sockDiag?.count) {
+      try {
+        const counted = this.#sockDiag.count(appPorts, probers?.addresses, ownAddress ? [ownAddress] : undefined, ownPort);
+        return { signal: 'sock_diag', ports: decodeCounts(appPorts, counted) };
+      } catch {
+        // The dump that peek() makes says why, and falls back to /proc/net.
+      }
+    }
+    return this.peek(maxAgeMs);
+  }
+
+  /** Whether any app port has a listener, from a read no older than maxAgeMs. */
+  listening(maxAgeMs: number): boolean {
+    return this.counts(maxAgeMs)?.ports.some((p) => p.listening) ?? false;
+  }
+
   /** Sets the scrape-time gauges from a read no older than maxAgeMs. */
   updateGauges(maxAgeMs: number): void {
     const { appConnections, appListening, appAcceptQueue, connectionTracking, activityTracking } = this.#deps.metrics;
-    const snapshot = this.peek(maxAgeMs);
+    const counts = this.counts(maxAgeMs);
     for (const gauge of [appConnections, appListening, appAcceptQueue]) gauge.reset();
-    for (const p of snapshot?.ports ?? []) {
+    for (const p of counts?.ports ?? []) {
       const port = String(p.port);
       appConnections.set({ port }, p.established);
       appListening.set({ port }, Number(p.listening));
       appAcceptQueue.set({ port }, p.acceptQueue);
     }
-    connectionTracking.set(snapshot ? 1 : 0);
-    activityTracking.set(snapshot?.signal === 'sock_diag' ? 1 : 0);
+    connectionTracking.set(counts ? 1 : 0);
+    activityTracking.set(counts?.signal === 'sock_diag' ? 1 : 0);
   }
 
   /**

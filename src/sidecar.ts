@@ -142,7 +142,7 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     scrapes,
     config,
     log: log.child({ component: 'shutdown' }),
-    appStopped: () => !connections.peek(pollMs)?.listening,
+    appStopped: () => !connections.listening(pollMs),
     // Closing is bounded: the exit must come before the kubelet's SIGKILL even if a connection lingers.
     exit: (code) => void Promise.race([stop(), delay(clock, STOP_BOUND_MS)]).then(() => exit(code)),
   });

@@ -11,7 +11,30 @@ export interface SockDiag {
    * Each is marked when its peer is one of probers, or one of own (IP addresses, at most 8 each).
    */
   dump(ports: number[], probers?: readonly string[], own?: readonly string[]): Float64Array;
+  /**
+   * Per port, in the order given, three numbers: established connections (from neither probers nor own, nor from
+   * skipRemotePort), 1 when a listener exists, its accept queue. No tcp_info and no record per socket: a scrape's read.
+   */
+  count?(ports: number[], probers?: readonly string[], own?: readonly string[], skipRemotePort?: number): Float64Array;
   fields: number;
+}
+
+/** What a scrape reads of one app port. */
+export interface PortCount {
+  port: number;
+  established: number;
+  listening: boolean;
+  acceptQueue: number;
+}
+
+/** Decodes what diag.count returned for ports. */
+export function decodeCounts(ports: readonly number[], v: Float64Array): PortCount[] {
+  return ports.map((port, i) => ({
+    port,
+    established: v[3 * i] as number,
+    listening: v[3 * i + 1] === 1,
+    acceptQueue: v[3 * i + 2] as number,
+  }));
 }
 
 /** What tcp_info says about a connection's inbound payload. */

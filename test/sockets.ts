@@ -106,7 +106,7 @@ export function fakeSockDiag() {
 export function setupDiag(dir = mkdtempSync(join(tmpdir(), 'proc-net-'))) {
   const { diag, table } = fakeSockDiag();
   if (!existsSync(join(dir, 'snmp'))) writeTables(dir, []);
-  return { ...setup({ sockDiag: diag, dir }), table };
+  return { ...setup({ sockDiag: diag, dir }), table, diag };
 }
 
 /** A pooled connection that has carried `segments` requests, the last one `ago` ms ago and answered. */

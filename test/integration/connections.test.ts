@@ -14,7 +14,7 @@ async function startApp(): Promise<{ server: Server; port: number }> {
   return { server, port: await listenLocal(server) };
 }
 
-async function connect(port: number, n: number): Promise<Socket[]> {
+async function connect(port: number, n: number, localAddress = '127.0.0.1'): Promise<Socket[]> {
   const sockets = await Promise.all(
     Array.from(
       { length: n },
@@ -22,7 +22,7 @@ async function connect(port: number, n: number): Promise<Socket[]> {
         new Promise<Socket>((resolve, reject) => {
           const s = new Socket();
           s.once('error', reject);
-          s.connect(port, '127.0.0.1', () => resolve(s));
+          s.connect({ port, host: '127.0.0.1', localAddress }, () => resolve(s));
         }),
     ),
   );
@@ -46,6 +46,21 @@ describe('passive connection tracking', () => {
     for (const c of clients) c.destroy();
     await vi.waitFor(async () => expect(await metric(port, series)).toBe(0), { timeout: 2000 });
     expect(await metric(port, 'drain_sidecar_connection_tracking')).toBe(1);
+  });
+
+  it("counts at scrape time, in the addon, what /status's full read shows; the kubelet's and its own connections apart", async () => {
+    const app = await startApp();
+    // No start-up watch: its polls would answer the scrapes, and this is about the scrape's own read.
+    const { port } = await startSidecar({ DRAIN_APP_PORTS: String(app.port), DRAIN_STARTUP_WINDOW_SECONDS: '0' });
+    expect((await get(port, '/healthz', { 'User-Agent': 'kube-probe/1.34' })).status).toBe(200);
+    await connect(app.port, 30, '127.0.0.3');
+    await connect(app.port, 3, '127.0.0.1'); // the kubelet: the address its probe of the sidecar came from
+    await connect(app.port, 2, '127.0.0.87'); // the sidecar's own readiness checks
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await metric(port, `drain_sidecar_app_connections{port="${app.port}"}`)).toBe(30);
+    expect(await metric(port, `drain_sidecar_app_listening{port="${app.port}"}`)).toBe(1);
+    const status = (await get(port, '/status')).json().app as { ports: { established: number; probes: number }[] };
+    expect(status.ports[0]).toMatchObject({ established: 30, probes: 3 });
   });
 
   it('shows the tracked ports in /status', async () => {

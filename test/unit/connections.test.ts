@@ -198,6 +198,26 @@ describe('Connections through sock_diag', () => {
     expect(await value('drain_sidecar_late_connections_total', { port: '8080' })).toBe(0);
   });
 
+  it("sets the scrape's gauges from the addon's count, not from a dump with a record per socket", async () => {
+    const { connections, table, diag, value } = setupDiag();
+    const asked: unknown[][] = [];
+    diag.count = (...args) => {
+      asked.push(args);
+      return Float64Array.from([7, 1, 2]);
+    };
+    const dumps = table.dumps;
+    connections.updateGauges(POLL_MS);
+    expect(table.dumps).toBe(dumps);
+    expect(asked).toEqual([[[8080], undefined, undefined, 9555]]);
+    expect(await value('drain_sidecar_app_connections', { port: '8080' })).toBe(7);
+    expect(await value('drain_sidecar_app_accept_queue', { port: '8080' })).toBe(2);
+    expect(await value('drain_sidecar_activity_tracking')).toBe(1);
+    // A poll's read, fresh enough, serves the scrape instead: no read at all.
+    connections.poll();
+    connections.updateGauges(POLL_MS);
+    expect(asked).toHaveLength(1);
+  });
+
   it('reads the sockets once when an episode opens and its polling starts, then once per poll', async () => {
     const { connections, termination, table } = setupDiag();
     termination.active = true;
