@@ -2,17 +2,14 @@
 
 import { readdirSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import {
-  Counter,
+import type {
   collectDefaultMetrics,
-  Gauge,
-  Histogram,
-  type Metric,
-  type MetricObjectWithValues,
-  type MetricValue,
-  type OpenMetricsContentType,
-  Registry,
+  Metric,
+  MetricObjectWithValues,
+  MetricValue,
+  OpenMetricsContentType,
 } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from './prom.js';
 
 export const METRIC_PREFIX = 'drain_sidecar_';
 
@@ -358,17 +355,20 @@ export interface MetricSources {
   proxy: boolean;
   /** DRAIN_MIN_READY_SECONDS, when set. */
   minReadySeconds?: number | undefined;
+  /** prom-client's default metrics, loaded by the caller for runtime metrics full only. */
+  collectDefaultMetrics?: typeof collectDefaultMetrics;
   runtime: RuntimeMetrics;
 }
 
 /**
  * Creates every metric; those of proxy mode are registered only in proxy mode, min_ready_seconds only when known
- * (elsewhere they exist, unexported, so the code that counts needs no check). The app_* gauges are set by their owner (Connections#updateGauges) right before
- * a scrape is rendered, so this module knows nothing of where the figures come from.
+ * (elsewhere they exist, unexported, so the code that counts needs no check). The app_* gauges are set by their owner
+ * (Connections#updateGauges) right before a scrape is rendered, so this module knows nothing of where the figures come
+ * from.
  */
 export function createMetrics(registry: Registry, sources: MetricSources): Metrics {
   if (sources.runtime === 'full') {
-    collectDefaultMetrics({ register: registry });
+    sources.collectDefaultMetrics?.({ register: registry });
     for (const name of REJECTED_DEFAULT_METRICS) registry.removeSingleMetric(name);
   } else if (sources.runtime === 'basic') basicRuntimeMetrics(registry);
 

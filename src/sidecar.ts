@@ -4,7 +4,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { Registry } from 'prom-client';
+import { Registry } from './prom.js';
 import { createApp } from './app.js';
 import { type Clock, delay } from './clock.js';
 import type { Config } from './config.js';
@@ -68,6 +68,9 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     proxy: config.proxyUpstream !== undefined,
     runtime: config.runtimeMetrics,
     minReadySeconds: config.minReadySeconds,
+    ...(config.runtimeMetrics === 'full' && {
+      collectDefaultMetrics: (await import('prom-client/lib/defaultMetrics.js')).default,
+    }),
   });
   const probers = new Probers();
   const termination = new Termination(clock, config.gracePeriodSeconds);

@@ -1,7 +1,7 @@
 // Shared test wiring: real metrics on a private registry and a logger whose lines the test can read.
 import { resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import { vi } from 'vitest';
 import { createLogger } from '../src/log.js';
 import { createMetrics } from '../src/metrics.js';
@@ -30,6 +30,7 @@ export function testWiring() {
     appPorts: [],
     proxy: true,
     runtime: 'full',
+    collectDefaultMetrics,
   });
   /** The value of one series (sample: e.g. `_count` of a histogram), or undefined when it does not exist. */
   const value = async (name: string, labels: Record<string, string> = {}, sample = name) => {
