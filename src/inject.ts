@@ -286,8 +286,7 @@ function readinessOf(spec: PodSpec, ports: number[]): string | undefined {
     const probe = c.readinessProbe as Probe;
     const action = probe.httpGet ?? probe.tcpSocket;
     if (!action || action.host) continue;
-    const port =
-      typeof action.port === 'number' ? action.port : c.ports?.find((p) => p.name === action.port)?.containerPort;
+    const port = typeof action.port === 'number' ? action.port : c.ports?.find((p) => p.name === action.port)?.containerPort;
     if (!Number.isInteger(port)) continue;
     if (probe.tcpSocket) return `tcp://:${port}`;
     const scheme = probe.httpGet?.scheme?.toLowerCase() === 'https' ? 'https' : 'http';

@@ -2,13 +2,7 @@
 
 import { readdirSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type {
-  collectDefaultMetrics,
-  Metric,
-  MetricObjectWithValues,
-  MetricValue,
-  OpenMetricsContentType,
-} from 'prom-client';
+import type { collectDefaultMetrics, Metric, MetricObjectWithValues, MetricValue, OpenMetricsContentType } from 'prom-client';
 import { Counter, Gauge, Histogram, Registry } from './prom.js';
 
 export const METRIC_PREFIX = 'drain_sidecar_';

@@ -5,8 +5,9 @@
 
 import { isIP } from 'node:net';
 
-// The kubelet's User-Agents: kube-probe/<major>.<minor> for probes, kube-lifecycle/<major>.<minor> for hooks.
-const KUBELET_AGENT = /^kube-(probe|lifecycle)\//;
+// The kubelet's probes say User-Agent kube-probe/<major>.<minor>. Not its hook calls (kube-lifecycle/...): they come
+// from the same address, but only once the pod is terminating, and the probes have taught it long before.
+const KUBELET_PROBE = /^kube-probe\//;
 // A node has one address per family toward its pods; a few more cover a node whose address changed. The sock_diag addon
 // compares at most 8 (native/sockdiag.c MAX_PROBERS).
 export const MAX_PROBERS = 4;
@@ -20,9 +21,9 @@ export class Probers {
   // Most recently seen last.
   #addresses: string[] = [];
 
-  /** Records the peer of a call to the sidecar's own port, if the kubelet made it. */
+  /** Records the peer of a call to the sidecar's own port, if it is one of the kubelet's probes. */
   saw(address: string | undefined, userAgent: string | undefined): void {
-    if (!address || !userAgent || !KUBELET_AGENT.test(userAgent)) return;
+    if (!address || !userAgent || !KUBELET_PROBE.test(userAgent)) return;
     const a = normalizeAddress(address);
     if (this.#addresses.at(-1) === a) return;
     this.#addresses = [...this.#addresses.filter((x) => x !== a), a].slice(-MAX_PROBERS);

@@ -4,7 +4,6 @@
 import type { Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { Registry } from './prom.js';
 import { createApp } from './app.js';
 import { type Clock, delay } from './clock.js';
 import type { Config } from './config.js';
@@ -13,6 +12,7 @@ import { Drain } from './drain.js';
 import { malformedRequests } from './malformed.js';
 import { createMetrics } from './metrics.js';
 import { Probers } from './probers.js';
+import { Registry } from './prom.js';
 import type { DrainProxy } from './proxy.js';
 import { checkReadiness, OWN_ADDRESS } from './readiness.js';
 import { createServer, listen } from './server.js';

@@ -2,15 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { MAX_PROBERS, Probers } from '../../src/probers.js';
 
 describe('Probers', () => {
-  it("learns an address only from the kubelet's calls: kube-probe and kube-lifecycle, not scrapes or curl", () => {
+  it("learns an address only from the kubelet's probes, not its hooks, scrapes or curl", () => {
     const p = new Probers();
     p.saw('10.0.0.1', 'Prometheus/3.0.0');
     p.saw('10.0.0.2', 'curl/8.5.0');
     p.saw('10.0.0.3', undefined);
+    p.saw('10.0.0.5', 'kube-lifecycle/1.34');
     expect(p.addresses).toEqual([]);
     p.saw('10.0.0.4', 'kube-probe/1.34');
-    p.saw('10.0.0.5', 'kube-lifecycle/1.34');
-    expect(p.addresses).toEqual(['10.0.0.4', '10.0.0.5']);
+    expect(p.addresses).toEqual(['10.0.0.4']);
   });
 
   it('takes an IPv4 peer of a dual-stack listener for its IPv4 address, as the kernel reports the app-side peer', () => {
