@@ -2,7 +2,9 @@
 // port, and the private memory (RssAnon) the process keeps after 20 scrapes at each, for the built executable, any
 // other executables given (a build of an earlier commit), and the floor: a bare node:http server on the same Node 24
 // with the same flags, whose /metrics is the sock_diag addon's dump and a count of the established records. Scrapes are
-// spaced wider than a poll interval, so each one reads the sockets afresh. Prints figures; asserts nothing.
+// spaced wider than a poll interval, so each one reads the sockets afresh. Then the CPU a drain's polling costs: each
+// executable, watching 1,000 established connections, holds a /sleep?s=30 (a read every DRAIN_POLL_SECONDS), all at
+// once. Prints figures; asserts nothing.
 // Usage: npm run build:sea && node bench/busy.mjs [other-executable ...]   (as root: it raises its own file limit)
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -13,6 +15,9 @@ import { flood, startSidecar } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const LEVELS = [0, 10_000, 30_000];
+const DRAIN_CONNECTIONS = 1000;
+const DRAIN_SECONDS = 30;
+const TICK_MS = 1000 / 100; // USER_HZ
 const SCRAPES = 20;
 const SPACING_MS = 250;
 const { nodeVersion } = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')).sea;
@@ -49,10 +54,10 @@ async function startFloor(appPort) {
   return { child, admin };
 }
 
-function scrape(port) {
+function scrape(port, path = '/metrics') {
   const start = performance.now();
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
       res.resume();
       res.on('end', () => resolve(performance.now() - start));
     });
@@ -61,6 +66,10 @@ function scrape(port) {
   });
 }
 
+const cpuMs = (pid) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+};
 const privateMiB = (pid) => Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -99,7 +108,6 @@ for (const level of LEVELS) {
 }
 for (const v of started) v.child.kill('SIGKILL');
 for (const s of clients) s.resetAndDestroy();
-app.close();
 
 const k = (n) => (n === 0 ? '0' : `${n / 1000}k`);
 console.log(
@@ -116,4 +124,26 @@ for (const [name, f] of figures) {
   console.log(
     `| ${name} | ${f.map((x, i) => `${x.ms.toFixed(1)}${ratio(i)}`).join(' | ')} | ${f.map((x) => x.mib.toFixed(1)).join(' | ')} |`,
   );
+}
+
+// The drain's polls: the executables only (the floor does not poll), at once, under the same load.
+const sidecars = variants.filter((v) => v.name !== floorName);
+const drainers = [];
+for (const v of sidecars) drainers.push({ ...v, ...(await v.start()) });
+const held = await flood(appPort, DRAIN_CONNECTIONS);
+await new Promise((r) => setTimeout(r, 1000));
+const before = drainers.map((v) => cpuMs(v.child.pid));
+await Promise.all(drainers.map((v) => scrape(v.admin, `/sleep?s=${DRAIN_SECONDS}`)));
+const used = drainers.map((v, i) => cpuMs(v.child.pid) - before[i]);
+for (const v of drainers) v.child.kill('SIGKILL');
+for (const s of held) s.resetAndDestroy();
+app.close();
+console.log(
+  `\nCPU (user + system) of a ${DRAIN_SECONDS} s drain with ${DRAIN_CONNECTIONS.toLocaleString('en')} connections established to the app port (a read every DRAIN_POLL_SECONDS, 0.2 s):\n`,
+);
+console.log('| executable | CPU (ms) | per read (ms) |');
+console.log('|---|---|---|');
+for (const [i, v] of drainers.entries()) {
+  const ratio = i === 0 ? '' : ` (${(used[i] / used[0]).toFixed(2)}x)`;
+  console.log(`| ${v.name} | ${used[i].toFixed(0)}${ratio} | ${(used[i] / (DRAIN_SECONDS / 0.2)).toFixed(2)} |`);
 }

@@ -3,7 +3,7 @@
 // Unprivileged: any process may dump the sockets of its own network namespace.
 //
 // dump(ports: number[], probers?: string[], own?: string[]) -> Float64Array, FIELDS numbers per socket (see the enum),
-// IPv4 then IPv6. probers are the addresses the kubelet's probes come from, own the sidecar's own source address: a
+// IPv4 and IPv6. probers are the addresses the kubelet's probes come from, own the sidecar's own source address: a
 // socket whose peer is one of them is marked, so that the caller never turns a peer address into a string per socket.
 // The kernel filters by
 // local port (bytecode), so only the app's sockets are copied out; but to find them it walks its whole established
@@ -116,34 +116,54 @@ static size_t port_filter(struct inet_diag_bc_op *bc, const uint16_t *ports, siz
   (offsetof(struct tcp_info, field) + sizeof((info)->field) <= (len) ? (double)(info)->field : -1)
 
 // What a walk does with each socket the kernel sends: the message, and its tcp_info when asked for and sent (else NULL).
-typedef int (*visit_fn)(void *ctx, uint8_t family, const struct inet_diag_msg *m, const struct tcp_info *info,
-                        size_t info_len);
+typedef int (*visit_fn)(void *ctx, const struct inet_diag_msg *m, const struct tcp_info *info, size_t info_len);
 
-// Asks the kernel for the TCP sockets of one family whose local port is one of ports, with their tcp_info when
-// with_info, and calls visit for each.
-static int walk_family(int fd, uint8_t family, const uint16_t *ports, size_t n, bool with_info, visit_fn visit,
-                       void *ctx) {
+// Asks the kernel for the TCP sockets whose local port is one of ports, with their tcp_info when with_info. family
+// AF_UNSPEC asks for both families in one walk through the legacy TCPDIAG_GETSOCK request (net/ipv4/inet_diag.c
+// dumps it with sdiag_family AF_UNSPEC): the walk of the kernel's established table, most of a dump's cost on a busy
+// node, is made once instead of once per family.
+static int request(int fd, uint8_t family, const uint16_t *ports, size_t n, bool with_info) {
   struct {
     struct nlmsghdr nlh;
-    struct inet_diag_req_v2 req;
+    union {
+      struct inet_diag_req_v2 v2;
+      struct inet_diag_req legacy;
+    } req;
     struct nlattr attr;
     struct inet_diag_bc_op bc[5 * MAX_PORTS];
   } msg;
   memset(&msg, 0, sizeof msg);
   size_t bc_len = port_filter(msg.bc, ports, n);
-  msg.attr.nla_type = INET_DIAG_REQ_BYTECODE;
-  msg.attr.nla_len = (uint16_t)(NLA_HDRLEN + bc_len);
-  msg.nlh.nlmsg_len = (uint32_t)(offsetof(__typeof__(msg), bc) + bc_len);
-  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  msg.req.sdiag_family = family;
-  msg.req.sdiag_protocol = IPPROTO_TCP;
-  msg.req.idiag_states = ~0u;
   // Without tcp_info the kernel copies a fifth of the bytes per socket.
-  msg.req.idiag_ext = with_info ? 1 << (INET_DIAG_INFO - 1) : 0;
+  uint8_t ext = with_info ? 1 << (INET_DIAG_INFO - 1) : 0;
+  size_t req_len;
+  if (family == AF_UNSPEC) {
+    msg.nlh.nlmsg_type = TCPDIAG_GETSOCK;
+    msg.req.legacy.idiag_ext = ext;
+    msg.req.legacy.idiag_states = ~0u;
+    req_len = sizeof msg.req.legacy;
+  } else {
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.req.v2.sdiag_family = family;
+    msg.req.v2.sdiag_protocol = IPPROTO_TCP;
+    msg.req.v2.idiag_ext = ext;
+    msg.req.v2.idiag_states = ~0u;
+    req_len = sizeof msg.req.v2;
+  }
+  // The attribute follows the request, aligned as netlink wants it: the bytecode moves up behind the shorter v2 request
+  // (behind the legacy one, it is where the struct put it).
+  char *at = (char *)&msg.req + NLMSG_ALIGN(req_len);
+  struct nlattr attr = {.nla_type = INET_DIAG_REQ_BYTECODE, .nla_len = (uint16_t)(NLA_HDRLEN + bc_len)};
+  memmove(at + NLA_HDRLEN, msg.bc, bc_len);
+  memcpy(at, &attr, sizeof attr);
+  msg.nlh.nlmsg_len = (uint32_t)(NLMSG_HDRLEN + NLMSG_ALIGN(req_len) + NLA_HDRLEN + bc_len);
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-  if (sendto(fd, &msg, msg.nlh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -errno;
+  return sendto(fd, &msg, msg.nlh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0 ? -errno : 0;
+}
 
+// Reads the kernel's answer to one request, calling visit for each socket.
+static int receive(int fd, visit_fn visit, void *ctx) {
   static _Alignas(struct nlmsghdr) char buf[64 * 1024];
   for (;;) {
     ssize_t got = recv(fd, buf, sizeof buf, 0);
@@ -163,7 +183,7 @@ static int walk_family(int fd, uint8_t family, const uint16_t *ports, size_t n, 
         info = RTA_DATA(a);
         info_len = RTA_PAYLOAD(a);
       }
-      int err = visit(ctx, family, m, info, info_len);
+      int err = visit(ctx, m, info, info_len);
       if (err) return err;
     }
   }
@@ -174,7 +194,7 @@ struct dump_ctx {
   struct out out;
 };
 
-static int record(void *ctx, uint8_t family, const struct inet_diag_msg *m, const struct tcp_info *info, size_t len) {
+static int record(void *ctx, const struct inet_diag_msg *m, const struct tcp_info *info, size_t len) {
   struct dump_ctx *d = ctx;
   double rec[FIELDS] = {
       [F_LOCAL_PORT] = ntohs(m->id.idiag_sport),
@@ -187,7 +207,7 @@ static int record(void *ctx, uint8_t family, const struct inet_diag_msg *m, cons
       [F_DATA_SEGS_OUT] = info ? INFO(info, len, tcpi_data_segs_out) : -1,
       [F_LAST_DATA_RECV_MS] = info ? INFO(info, len, tcpi_last_data_recv) : -1,
       [F_LAST_DATA_SENT_MS] = info ? INFO(info, len, tcpi_last_data_sent) : -1,
-      [F_PEER] = peer_kind(d->probers, d->own, family, m->id.idiag_dst),
+      [F_PEER] = peer_kind(d->probers, d->own, m->idiag_family, m->id.idiag_dst),
   };
   return push(&d->out, rec);
 }
@@ -206,7 +226,7 @@ struct count_ctx {
   double *counts;
 };
 
-static int tally(void *ctx, uint8_t family, const struct inet_diag_msg *m, const struct tcp_info *info, size_t len) {
+static int tally(void *ctx, const struct inet_diag_msg *m, const struct tcp_info *info, size_t len) {
   (void)info;
   (void)len;
   struct count_ctx *c = ctx;
@@ -219,7 +239,7 @@ static int tally(void *ctx, uint8_t family, const struct inet_diag_msg *m, const
     at[C_LISTENING] = 1;
     at[C_ACCEPT_QUEUE] += m->idiag_rqueue;
   } else if (m->idiag_state == STATE_ESTABLISHED && ntohs(m->id.idiag_dport) != c->skip_remote_port &&
-             peer_kind(c->probers, c->own, family, m->id.idiag_dst) == 0) {
+             peer_kind(c->probers, c->own, m->idiag_family, m->id.idiag_dst) == 0) {
     at[C_ESTABLISHED]++;
   }
   return 0;
@@ -299,12 +319,19 @@ static bool read_args(napi_env env, napi_callback_info cbinfo, struct args *a) {
   return true;
 }
 
-// Both families, IPv4 first, through one netlink socket.
+// Both families, through one netlink socket: in one walk where the kernel takes the legacy request, else one per
+// family. A kernel without it refuses the request before sending any socket, so no socket is visited twice.
 static int walk(const struct args *a, bool with_info, visit_fn visit, void *ctx) {
   int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (fd < 0) return -errno;
-  int err = walk_family(fd, AF_INET, a->ports, a->n, with_info, visit, ctx);
-  if (!err) err = walk_family(fd, AF_INET6, a->ports, a->n, with_info, visit, ctx);
+  int err = request(fd, AF_UNSPEC, a->ports, a->n, with_info);
+  if (!err) err = receive(fd, visit, ctx);
+  if (err == -EINVAL || err == -ENOENT || err == -EOPNOTSUPP) {
+    err = request(fd, AF_INET, a->ports, a->n, with_info);
+    if (!err) err = receive(fd, visit, ctx);
+    if (!err) err = request(fd, AF_INET6, a->ports, a->n, with_info);
+    if (!err) err = receive(fd, visit, ctx);
+  }
   close(fd);
   return err;
 }
