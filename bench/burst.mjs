@@ -1,0 +1,101 @@
+// A burst of 10,000 concurrent hook calls (every pod on a busy node terminating at once, or a storm), held 3 s each:
+// how late each answer comes after its 3 s, how many connections the kernel dropped from the full accept queue
+// (TcpExt ListenOverflows), the CPU spent, and the private memory each held call costs at the peak, for the built
+// executable (DRAIN_MAX_HOOKS raised for it), any other executable given, and the Go floor (bench/floor) when Go is
+// installed, one after another. Prints figures; asserts nothing.
+// Usage: npm run build:sea && node bench/burst.mjs [other-executable ...]   (as root: it raises its own file limit)
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { buildFloor, FLOOR_NAME } from './floor.mjs';
+import { startSidecar } from './lab.mjs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CALLS = Number(process.env.CALLS ?? 10_000);
+const HOLD_SECONDS = 3;
+const TICK_MS = 1000 / 100; // USER_HZ
+spawnSync('prlimit', ['--pid', String(process.pid), '--nofile=100000:100000']);
+
+const floor = buildFloor();
+const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2), ...(floor ? [floor] : [])];
+const label = (exe) => (exe === floor ? FLOOR_NAME : exe.replace(ROOT, ''));
+
+const privateKiB = (pid) => Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+const cpuMs = (pid) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+};
+const listenOverflows = () => {
+  const lines = readFileSync('/proc/net/netstat', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('TcpExt:'));
+  const [names, values] = lines.map((l) => l.split(/\s+/));
+  return Number(values[names.indexOf('ListenOverflows')]);
+};
+const quantile = (xs, q) => xs[Math.min(xs.length - 1, Math.floor(q * xs.length))];
+
+/** One call on a new connection from one of several loopback addresses; resolves with its lateness in ms, or null. */
+function call(port, i) {
+  return new Promise((resolve) => {
+    const s = connect({ port, host: '127.0.0.1', localAddress: `127.0.3.${1 + (i % 20)}` });
+    let sentAt = 0;
+    s.on('connect', () => {
+      sentAt = performance.now();
+      s.write(
+        `GET /sleep?s=${HOLD_SECONDS} HTTP/1.1\r\nHost: sidecar\r\nUser-Agent: kube-lifecycle/1.34\r\nConnection: close\r\n\r\n`,
+      );
+    });
+    s.once('data', (d) => {
+      const ok = String(d).startsWith('HTTP/1.1 200');
+      resolve(ok ? performance.now() - sentAt - HOLD_SECONDS * 1000 : null);
+      s.destroy();
+    });
+    s.on('error', () => resolve(null));
+    s.on('close', () => resolve(null));
+    s.setTimeout(60_000, () => s.destroy());
+  });
+}
+
+const rows = [];
+for (const exe of executables) {
+  const { child, admin } = await startSidecar(exe, { DRAIN_MAX_HOOKS: String(CALLS * 2) });
+  await new Promise((r) => setTimeout(r, 1000));
+  const idle = privateKiB(child.pid);
+  let peak = idle;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, privateKiB(child.pid));
+  }, 50);
+  const overflowsBefore = listenOverflows();
+  const cpuBefore = cpuMs(child.pid);
+  const lateness = await Promise.all(Array.from({ length: CALLS }, (_, i) => call(admin, i)));
+  clearInterval(sampler);
+  const cpu = cpuMs(child.pid) - cpuBefore;
+  const answered = lateness.filter((l) => l !== null).sort((a, b) => a - b);
+  rows.push({
+    name: label(exe),
+    answered: answered.length,
+    p50: quantile(answered, 0.5) / 1000,
+    p99: quantile(answered, 0.99) / 1000,
+    overflows: listenOverflows() - overflowsBefore,
+    cpu,
+    perHookKiB: (peak - idle) / CALLS,
+  });
+  child.kill('SIGKILL');
+  await new Promise((r) => setTimeout(r, 1000));
+}
+
+const last = rows.at(-1);
+const ratio = (v, b) => (rows.length > 1 && last !== undefined && b > 0 ? ` (${(v / b).toFixed(2)}x)` : '');
+console.log(
+  `${CALLS.toLocaleString('en')} concurrent /sleep?s=${HOLD_SECONDS} calls, each on a new connection; lateness after the ${HOLD_SECONDS} s; ratios against the last row:\n`,
+);
+console.log(
+  '| executable | answered 200 | lateness p50 (s) | lateness p99 (s) | listen overflows | CPU (ms) | private memory per held call at the peak (KiB) |',
+);
+console.log('|---|---|---|---|---|---|---|');
+for (const r of rows) {
+  console.log(
+    `| ${r.name} | ${r.answered} | ${r.p50.toFixed(2)}${ratio(r.p50, last.p50)} | ${r.p99.toFixed(2)}${ratio(r.p99, last.p99)} | ${r.overflows} | ${r.cpu.toFixed(0)}${ratio(r.cpu, last.cpu)} | ${r.perHookKiB.toFixed(1)}${ratio(r.perHookKiB, last.perHookKiB)} |`,
+  );
+}
