@@ -9,7 +9,20 @@ import { writeSection } from './sections.mjs';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 // The ones that time socket dumps run before flood, whose 100,000 closed connections linger in TIME_WAIT for a minute
 // in the table every dump walks.
-const ALL = ['footprint', 'memory', 'deps', 'hook-cpu', 'scrape', 'busy', 'burst', 'signals', 'proxy', 'flood', 'inject', 'webhook'];
+const ALL = [
+  'footprint',
+  'memory',
+  'deps',
+  'hook-cpu',
+  'scrape',
+  'busy',
+  'burst',
+  'signals',
+  'proxy',
+  'flood',
+  'inject',
+  'webhook',
+];
 const names = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ALL;
 const root = process.getuid?.() === 0 && spawnSync('ip', ['-V']).status === 0;
 const machine = `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, Node ${process.version}`;
