@@ -37,7 +37,7 @@ export interface AppDeps {
   clock: Clock;
   drain: Drain;
   connections: Connections;
-  /** Learns the kubelet's address from its calls (probes, hooks). */
+  /** Learns the kubelet's address from its probes of this port. */
   probers: Probers;
   startup: Startup;
   proxy: DrainProxy | undefined;
@@ -275,13 +275,16 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const startedAt = clock.now();
     connections.updateGauges(config.pollSeconds * 1000);
     const { contentType, body } = await exposition(registry, c.req.header('accept'));
-    startup.scraped();
-    // The final scrape counts once its answer has left in full, not when it was computed.
-    // A HEAD answer carries no figures, so it is no final scrape.
+    // The final scrape counts once its answer has left in full, not when it was computed; so does the scrape that has
+    // seen the first-traffic histogram at zero. A HEAD answer carries no figures, so it is neither.
     const outgoing = c.env?.outgoing;
     if (c.req.method === 'GET') {
-      if (outgoing) outgoing.once('finish', () => scrapes.served(startedAt));
-      else scrapes.served(startedAt);
+      const served = () => {
+        scrapes.served(startedAt);
+        startup.scraped();
+      };
+      if (outgoing) outgoing.once('finish', served);
+      else served();
     }
     return c.body(body, 200, { 'Content-Type': contentType });
   });
