@@ -266,12 +266,15 @@ export class Connections {
   #timer: unknown;
   #polling = false;
   readonly #ports: ReadonlySet<number>;
+  /** The sidecar's own source addresses, as the addon takes them. */
+  readonly #own: readonly string[] | undefined;
   readonly #deps: ConnectionsDeps;
 
   constructor(deps: ConnectionsDeps) {
     this.#deps = deps;
     this.#sockDiag = deps.sockDiag;
     this.#ports = new Set(deps.appPorts);
+    this.#own = deps.ownAddress ? [deps.ownAddress] : undefined;
     this.#available = deps.appPorts.length > 0;
   }
 
@@ -312,11 +315,11 @@ export class Connections {
    */
   counts(maxAgeMs: number): { signal: Signal; ports: PortCount[] } | undefined {
     const latest = this.#latest;
-    const { clock, appPorts, probers, ownAddress, ownPort } = this.#deps;
+    const { clock, appPorts, probers, ownPort } = this.#deps;
     if (latest && maxAgeMs > 0 && clock.now() - latest.at <= maxAgeMs) return latest;
     if (this.#available && this.#sockDiag?.count) {
       try {
-        const counted = this.#sockDiag.count(appPorts, probers?.addresses, ownAddress ? [ownAddress] : undefined, ownPort);
+        const counted = this.#sockDiag.count(appPorts, probers?.addresses, this.#own, ownPort);
         return { signal: 'sock_diag', ports: decodeCounts(appPorts, counted) };
       } catch {
         // The dump that peek() makes says why, and falls back to /proc/net.
@@ -473,7 +476,7 @@ export class Connections {
     const { procNetDir, appPorts, log, clock, probers, ownAddress } = this.#deps;
     if (this.#sockDiag) {
       try {
-        const dumped = this.#sockDiag.dump(appPorts, probers?.addresses, ownAddress ? [ownAddress] : undefined);
+        const dumped = this.#sockDiag.dump(appPorts, probers?.addresses, this.#own);
         const at = clock.now();
         return { signal: 'sock_diag', sockets: decodeSockDiag(this.#sockDiag, dumped), at };
       } catch (err) {

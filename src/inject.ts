@@ -46,6 +46,11 @@ const MIN_READY_KINDS = new Set(['Deployment', 'StatefulSet', 'DaemonSet', 'Repl
 /** A workload's minReadySeconds: its field, else 0 where its kind has the field; undefined for a bare pod. */
 export const workloadMinReadySeconds = (kind: string, field: unknown): number | undefined =>
   typeof field === 'number' ? field : MIN_READY_KINDS.has(kind) ? 0 : undefined;
+/** What DRAIN_MIN_READY_SECONDS carries: the template's annotation, else the workload's field (NaN: not a number). */
+const minReadyOf = (w: Workload): number | undefined => {
+  const annotated = annotation(w.template, 'min-ready-seconds');
+  return annotated === undefined ? w.minReadySeconds : Number(annotated);
+};
 // The recording rule that says what minReadySeconds covers the delay the sidecars measured (k8s/monitoring).
 export const MIN_READY_RULE = 'namespace_workload:drain_sidecar_recommended_min_ready_seconds:7d';
 // GKE Spot and preemptible nodes give pods 25 s between the node's notice and its shutdown.
@@ -389,11 +394,10 @@ export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
     );
   }
   const hookSeconds = asked ?? Math.min(DEFAULT_HOOK_SECONDS, Math.max(MIN_HOOK_SECONDS, grace - APP_SHUTDOWN_SECONDS));
-  const minReadyAnnotation = annotation(w.template, 'min-ready-seconds');
-  const minReadySeconds = minReadyAnnotation === undefined ? w.minReadySeconds : Number(minReadyAnnotation);
+  const minReadySeconds = minReadyOf(w);
   if (minReadySeconds !== undefined && !(Number.isInteger(minReadySeconds) && minReadySeconds >= 0)) {
     return fail(
-      `annotation ${ANNOTATION}/min-ready-seconds is ${JSON.stringify(minReadyAnnotation)}`,
+      `annotation ${ANNOTATION}/min-ready-seconds is ${JSON.stringify(annotation(w.template, 'min-ready-seconds'))}`,
       "give the workload's minReadySeconds, a whole number of seconds",
     );
   }
@@ -783,8 +787,8 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
         SIDECAR_NAME,
       );
     }
-    const minReady = annotation(w.template, 'min-ready-seconds') ?? w.minReadySeconds;
-    if (minReady !== undefined && config.minReadySeconds !== undefined && config.minReadySeconds !== Number(minReady)) {
+    const minReady = minReadyOf(w);
+    if (minReady !== undefined && config.minReadySeconds !== undefined && config.minReadySeconds !== minReady) {
       add(
         'warning',
         `DRAIN_MIN_READY_SECONDS is ${config.minReadySeconds}, minReadySeconds ${minReady}`,

@@ -163,7 +163,7 @@ export const METRIC_SPECS = {
   firstTrafficDelay: {
     name: `${METRIC_PREFIX}first_traffic_delay_seconds`,
     type: 'histogram',
-    help: "Once per pod start: seconds from the app's readiness (its first answer to a kubelet probe of an app port; without one, its listener's appearance) to the first connection or request from anything but the kubelet. How long the load balancer took to send to the new pod: minReadySeconds must cover it.",
+    help: "Once per pod start: seconds from the app's readiness (its readinessProbe, replayed by the sidecar from DRAIN_APP_READINESS, first passing; without one, its listener's appearance) to the first connection or request from anything but the kubelet and the sidecar. How long the load balancer took to send to the new pod: minReadySeconds must cover it.",
     buckets: STARTUP_BUCKETS,
   },
   minReadySeconds: {

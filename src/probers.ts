@@ -13,7 +13,7 @@ const KUBELET_PROBE = /^kube-probe\//;
 export const MAX_PROBERS = 4;
 
 /** An address as the kernel reports a peer: an IPv4 client of a dual-stack listener is its IPv4 address. */
-export function normalizeAddress(address: string): string {
+function normalizeAddress(address: string): string {
   return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
 

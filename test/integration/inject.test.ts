@@ -50,6 +50,23 @@ function onlyAdds(input: string, output: string): boolean {
   return at === input.length;
 }
 
+/** A Deployment of one app container serving 8080 (named http) and 9090, with a line added to its spec and container. */
+const deployment = (name: string, { spec = '', container = '' } = {}) => `apiVersion: apps/v1
+kind: Deployment
+metadata: { name: ${name} }
+spec:
+  ${spec}
+  selector: { matchLabels: { app: ${name} } }
+  template:
+    metadata: { labels: { app: ${name} } }
+    spec:
+      containers:
+        - name: app
+          image: app:1
+          ports: [{ name: http, containerPort: 8080 }, { name: admin, containerPort: 9090 }]
+          ${container}
+`;
+
 describe('drain-sidecar inject', () => {
   it.each(['stream.yaml', 'list.yaml', 'two-deployments.yaml', 'pod-named-ports.yaml', 'rollout.yaml'])(
     '%s: injects every pod template, valid and consistent, and only inserts',
@@ -97,16 +114,6 @@ describe('drain-sidecar inject', () => {
   });
 
   it("passes the workload's minReadySeconds on (0 when unset), a pod's from its annotation only; check finds a mismatch", () => {
-    const deployment = (name: string, minReady: string) => `apiVersion: apps/v1
-kind: Deployment
-metadata: { name: ${name} }
-spec:
-${minReady}  selector: { matchLabels: { app: ${name} } }
-  template:
-    metadata: { labels: { app: ${name} } }
-    spec:
-      containers: [{ name: app, image: app:1, ports: [{ containerPort: 8080 }] }]
-`;
     const pod = (annotations: string) => `apiVersion: v1
 kind: Pod
 metadata: { name: bare${annotations} }
@@ -114,17 +121,18 @@ spec:
   containers: [{ name: app, image: app:1, ports: [{ containerPort: 8080 }] }]
 `;
     const input = [
-      deployment('slow-lb', '  minReadySeconds: 45\n'),
-      deployment('defaulted', ''),
+      deployment('slow-lb', { spec: 'minReadySeconds: 45' }),
+      deployment('defaulted'),
       pod(''),
       pod(`, annotations: { drain-sidecar.dev/min-ready-seconds: "30" }`),
     ].join('---\n');
     const { stdout, code } = run(['inject', '-'], input);
     expect(code).toBe(0);
-    const minReady = docs(stdout)
-      .flatMap(podSpecs)
-      .map((p) => p.initContainers?.[0]?.env?.find((e) => e.name === 'DRAIN_MIN_READY_SECONDS')?.value);
-    expect(minReady).toEqual(['45', '0', undefined, '30']);
+    expect(
+      docs(stdout)
+        .flatMap(podSpecs)
+        .map((p) => sidecarEnv(p).DRAIN_MIN_READY_SECONDS),
+    ).toEqual(['45', '0', undefined, '30']);
     // Changed on the workload after injection: check names the value to set.
     const changed = stdout.replace('minReadySeconds: 45', 'minReadySeconds: 90');
     const findings = JSON.parse(run(['check', '--output', 'json', '-'], changed).stdout) as Finding[];
@@ -139,33 +147,21 @@ spec:
   });
 
   it("passes the app's readinessProbe on as a loopback check, its named port resolved; not one it cannot replay", () => {
-    const deployment = (name: string, probe: string) => `apiVersion: apps/v1
-kind: Deployment
-metadata: { name: ${name} }
-spec:
-  selector: { matchLabels: { app: ${name} } }
-  template:
-    metadata: { labels: { app: ${name} } }
-    spec:
-      containers:
-        - name: app
-          image: app:1
-          ports: [{ name: http, containerPort: 8080 }, { name: admin, containerPort: 9090 }]
-          readinessProbe: ${probe}
-`;
+    const probed = (name: string, probe: string) => deployment(name, { container: `readinessProbe: ${probe}` });
     const input = [
-      deployment('http-named', '{ httpGet: { path: /ready, port: http } }'),
-      deployment('https-admin', '{ httpGet: { path: health, port: 9090, scheme: HTTPS } }'),
-      deployment('tcp', '{ tcpSocket: { port: 8080 } }'),
-      deployment('exec', '{ exec: { command: [/bin/check] } }'),
-      deployment('other-host', '{ httpGet: { host: 10.0.0.9, path: /, port: 8080 } }'),
+      probed('http-named', '{ httpGet: { path: /ready, port: http } }'),
+      probed('https-admin', '{ httpGet: { path: health, port: 9090, scheme: HTTPS } }'),
+      probed('tcp', '{ tcpSocket: { port: 8080 } }'),
+      probed('exec', '{ exec: { command: [/bin/check] } }'),
+      probed('other-host', '{ httpGet: { host: 10.0.0.9, path: /, port: 8080 } }'),
     ].join('---\n');
     const { stdout, code } = run(['inject', '-'], input);
     expect(code).toBe(0);
-    const checks = docs(stdout)
-      .flatMap(podSpecs)
-      .map((p) => p.initContainers?.[0]?.env?.find((e) => e.name === 'DRAIN_APP_READINESS')?.value);
-    expect(checks).toEqual(['http://:8080/ready', 'https://:9090/health', 'tcp://:8080', undefined, undefined]);
+    expect(
+      docs(stdout)
+        .flatMap(podSpecs)
+        .map((p) => sidecarEnv(p).DRAIN_APP_READINESS),
+    ).toEqual(['http://:8080/ready', 'https://:9090/health', 'tcp://:8080', undefined, undefined]);
   });
 
   it('takes JSON and gives JSON', () => {
