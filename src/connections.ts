@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { type Clock, secondsSince } from './clock.js';
 import type { Metrics } from './metrics.js';
 import type { Probers } from './probers.js';
-import { parseNetCounter, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
+import { parseNetCounters, parseTcpTable, readProcNet, type TcpState } from './procnet.js';
 import { decodeCounts, decodeSockDiag, type PortCount, type SockDiag, type TcpInfo } from './sockdiag.js';
 
 export interface PortStats {
@@ -108,6 +108,9 @@ const STALE_SLACK_MS = 250;
 const SAME_MOMENT_MS = 1;
 // Linux keeps a socket in TIME_WAIT for exactly this long (TCP_TIMEWAIT_LEN), so its remaining time tells when it closed.
 const TIME_WAIT_MS = 60_000;
+// The Tcp counters of /proc/net/snmp that together move with every TCP segment the pod's network namespace receives or
+// sends (retransmissions and resets included). OutRsts alone is also the refused estimate's.
+const TCP_COUNTERS = ['InSegs', 'OutSegs', 'RetransSegs', 'OutRsts'] as const;
 
 /** One socket on an app port, from either source. */
 export interface AppSocket {
@@ -116,7 +119,8 @@ export interface AppSocket {
   remotePort: number;
   state: TcpState;
   rxQueue: number;
-  expiresMs?: number;
+  /** When the socket's timer fires (for TIME_WAIT, when it is gone), on the read's clock; sock_diag only. */
+  expiresAt?: number;
   info?: TcpInfo;
   /** The peer is the kubelet (the address its probes of the sidecar come from). */
   fromProber?: boolean;
@@ -129,8 +133,8 @@ export interface AppSocket {
  * none came yet) from tcp_info; for a new TIME_WAIT socket, when it closed; otherwise (/proc/net) now.
  */
 function lastHeard(s: AppSocket, now: number): number {
-  if (s.info) return now - s.info.lastDataReceivedMs;
-  if (s.state === 'TIME_WAIT' && s.expiresMs !== undefined) return now - Math.max(0, TIME_WAIT_MS - s.expiresMs);
+  if (s.info) return s.info.lastDataReceivedAt;
+  if (s.state === 'TIME_WAIT' && s.expiresAt !== undefined) return Math.min(now, s.expiresAt - TIME_WAIT_MS);
   return now;
 }
 
@@ -142,8 +146,8 @@ function inFlight(s: AppSocket): boolean {
   if (s.state !== 'ESTABLISHED') return false;
   if (s.rxQueue > 0) return true;
   if (!s.info) return false;
-  const { lastDataReceivedMs, lastDataSentMs, dataSegmentsIn, dataSegmentsOut } = s.info;
-  return lastDataReceivedMs < lastDataSentMs || (dataSegmentsIn > 0 && dataSegmentsOut === 0);
+  const { lastDataReceivedAt, lastDataSentAt, dataSegmentsIn, dataSegmentsOut } = s.info;
+  return lastDataReceivedAt > lastDataSentAt || (dataSegmentsIn > 0 && dataSegmentsOut === 0);
 }
 
 /**
@@ -153,10 +157,10 @@ function inFlight(s: AppSocket): boolean {
  */
 function answeredAt(s: AppSocket, now: number): number {
   if (s.info) {
-    if (s.info.dataSegmentsOut > 0) return now - s.info.lastDataSentMs;
-    return s.state === 'ESTABLISHED' && s.info.dataSegmentsIn === 0 ? now - s.info.lastDataReceivedMs : Number.POSITIVE_INFINITY;
+    if (s.info.dataSegmentsOut > 0) return s.info.lastDataSentAt;
+    return s.state === 'ESTABLISHED' && s.info.dataSegmentsIn === 0 ? s.info.lastDataReceivedAt : Number.POSITIVE_INFINITY;
   }
-  if (s.state === 'TIME_WAIT' && s.expiresMs !== undefined) return now - Math.max(0, TIME_WAIT_MS - s.expiresMs);
+  if (s.state === 'TIME_WAIT' && s.expiresAt !== undefined) return Math.min(now, s.expiresAt - TIME_WAIT_MS);
   return s.state === 'ESTABLISHED' || s.state === 'TIME_WAIT' ? now : Number.POSITIVE_INFINITY;
 }
 
@@ -258,6 +262,8 @@ export class Connections {
   #sockDiag: SockDiag | undefined;
   #latest: Snapshot | undefined;
   #lastPoll: Snapshot | undefined;
+  /** The latest read of the sockets and the namespace's segment counters when it was made. */
+  #previous: { read: SocketRead; segments: number } | undefined;
   #available: boolean;
   #lastArrivalAt = Number.NEGATIVE_INFINITY;
   #lateTotal = 0;
@@ -462,14 +468,47 @@ export class Connections {
     if (!this.#available) return undefined;
     const { procNetDir, log } = this.#deps;
     try {
-      const sockets = this.#sockets();
-      const outRsts = parseNetCounter(readProcNet(procNetDir, 'snmp'), 'Tcp', 'OutRsts');
-      return { sockets, outRsts };
+      // The counters first: a segment that comes between them and the sockets makes the next read a full one.
+      const counters = parseNetCounters(readProcNet(procNetDir, 'snmp'), 'Tcp', TCP_COUNTERS);
+      const segments = counters.every((n) => n !== undefined) ? counters.reduce((a, b) => a + b, 0) : undefined;
+      const sockets = this.#unchanged(segments) ?? this.#sockets();
+      this.#previous = segments === undefined ? undefined : { read: sockets, segments };
+      return { sockets, outRsts: counters[3] };
     } catch (err) {
       this.#available = false;
       log.warn({ err }, 'cannot read /proc/net; connection tracking is off and /drain waits its min');
       return undefined;
     }
+  }
+
+  /**
+   * The previous read brought up to now, when no TCP segment has come or gone in the namespace since it was made. Then no
+   * socket on the app ports has changed state or tcp_info counter and none has come, so the kernel's walk of its whole
+   * established table, most of a read's cost on a busy node, would tell nothing new. What changes without a segment is
+   * taken care of: the listeners and their accept queues are read afresh (a read of the kernel's small listening table),
+   * and a TIME_WAIT socket whose time is up is gone (the times are on the monotonic clock, so they hold as read). What can
+   * stay behind: a receive queue the app has read since (its request is still in flight by the times), and a half-open
+   * connection the kernel dropped after its last SYN-ACK. Only through sock_diag, the one source with a listener read.
+   */
+  #unchanged(segments: number | undefined): SocketRead | undefined {
+    const previous = this.#previous;
+    const diag = this.#sockDiag;
+    if (segments === undefined || previous?.segments !== segments || previous.read.signal !== 'sock_diag' || !diag?.listeners)
+      return undefined;
+    const { appPorts, clock } = this.#deps;
+    let listening: PortCount[];
+    try {
+      listening = decodeCounts(appPorts, diag.listeners(appPorts));
+    } catch {
+      return undefined;
+    }
+    const at = clock.now();
+    const sockets: AppSocket[] = listening
+      .filter((p) => p.listening)
+      .map((p) => ({ id: `listen ${p.port}`, localPort: p.port, remotePort: 0, state: 'LISTEN', rxQueue: p.acceptQueue }));
+    for (const s of previous.read.sockets)
+      if (s.state !== 'LISTEN' && !(s.state === 'TIME_WAIT' && s.expiresAt !== undefined && s.expiresAt <= at)) sockets.push(s);
+    return { signal: 'sock_diag', sockets, at };
   }
 
   #sockets(): SocketRead {
@@ -478,7 +517,7 @@ export class Connections {
       try {
         const dumped = this.#sockDiag.dump(appPorts, probers?.addresses, this.#own);
         const at = clock.now();
-        return { signal: 'sock_diag', sockets: decodeSockDiag(this.#sockDiag, dumped), at };
+        return { signal: 'sock_diag', sockets: decodeSockDiag(this.#sockDiag, dumped, at), at };
       } catch (err) {
         this.#sockDiag = undefined;
         log.warn({ err }, 'sock_diag failed; reading /proc/net/tcp, which does not see requests on pooled connections');

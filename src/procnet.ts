@@ -76,14 +76,19 @@ export function parseTcpTable(text: string, ports?: ReadonlySet<number>): TcpSoc
 }
 
 /**
- * Reads one counter of /proc/net/snmp or /proc/net/netstat, whose sections are a line of names and a line of values
- * (for example section Tcp, field OutRsts); undefined when absent.
+ * Reads counters of one section of /proc/net/snmp or /proc/net/netstat, whose sections are a line of names and a line of
+ * values (for example section Tcp, fields OutRsts and InSegs); undefined for each one absent.
  */
-export function parseNetCounter(text: string, section: string, field: string): number | undefined {
-  const [names, values] = text.split('\n').filter((l) => l.startsWith(`${section}:`));
-  const i = names?.split(/\s+/).indexOf(field) ?? -1;
-  const value = i > 0 ? values?.split(/\s+/)[i] : undefined;
-  return value === undefined ? undefined : Number(value);
+export function parseNetCounters(text: string, section: string, fields: readonly string[]): (number | undefined)[] {
+  const [names, values] = text
+    .split('\n')
+    .filter((l) => l.startsWith(`${section}:`))
+    .map((l) => l.split(/\s+/));
+  return fields.map((field) => {
+    const i = names?.indexOf(field) ?? -1;
+    const value = i > 0 ? values?.[i] : undefined;
+    return value === undefined ? undefined : Number(value);
+  });
 }
 
 /**

@@ -16,6 +16,8 @@ export interface SockDiag {
    * skipRemotePort), 1 when a listener exists, its accept queue. No tcp_info and no record per socket: a scrape's read.
    */
   count?(ports: number[], probers?: readonly string[], own?: readonly string[], skipRemotePort?: number): Float64Array;
+  /** As count(), from the listening sockets alone (established 0): the kernel skips its established table. */
+  listeners?(ports: number[]): Float64Array;
   fields: number;
 }
 
@@ -37,13 +39,13 @@ export function decodeCounts(ports: readonly number[], v: Float64Array): PortCou
   }));
 }
 
-/** What tcp_info says about a connection's inbound payload. */
+/** What tcp_info says about a connection's payload; times on the clock of the `at` given to decodeSockDiag. */
 export interface TcpInfo {
   dataSegmentsIn: number;
   dataSegmentsOut: number;
-  /** Milliseconds since payload last arrived; for a connection that never received any, since it was made. */
-  lastDataReceivedMs: number;
-  lastDataSentMs: number;
+  /** When payload last arrived; for a connection that never received any, when it was made. */
+  lastDataReceivedAt: number;
+  lastDataSentAt: number;
 }
 
 export interface DiagSocket {
@@ -54,8 +56,8 @@ export interface DiagSocket {
   state: TcpState;
   /** For a listener, connections waiting in its accept queue; otherwise bytes received and not yet read by the app. */
   rxQueue: number;
-  /** Milliseconds until the socket's timer fires; for TIME_WAIT, until the socket is gone. */
-  expiresMs: number;
+  /** When the socket's timer fires; for TIME_WAIT, when the socket is gone. */
+  expiresAt: number;
   /** Absent for TIME_WAIT and half-open sockets, which carry none. */
   info: TcpInfo | undefined;
   /** The peer is one of the probers given to dump. */
@@ -81,10 +83,11 @@ enum RecordField {
 }
 
 /**
- * Decodes what diag.dump returned. tcp_info's times count back from the dump, so read the clock between the two. Throws
- * for an addon of another record layout (the caller falls back to /proc/net, as for a dump the kernel refused).
+ * Decodes what diag.dump returned, made at monotonic time `at`: the kernel's times count back or on from the dump, so
+ * read the clock right after it. Throws for an addon of another record layout (the caller falls back to /proc/net, as
+ * for a dump the kernel refused).
  */
-export function decodeSockDiag(diag: SockDiag, v: Float64Array): DiagSocket[] {
+export function decodeSockDiag(diag: SockDiag, v: Float64Array, at: number): DiagSocket[] {
   if (diag.fields !== RecordField.Count)
     throw new Error(`sock_diag addon has ${diag.fields} fields per socket, expected ${RecordField.Count}`);
   const sockets: DiagSocket[] = [];
@@ -98,7 +101,7 @@ export function decodeSockDiag(diag: SockDiag, v: Float64Array): DiagSocket[] {
       remotePort: v[i + RecordField.RemotePort] as number,
       state,
       rxQueue: v[i + RecordField.RxQueue] as number,
-      expiresMs: v[i + RecordField.ExpiresMs] as number,
+      expiresAt: at + (v[i + RecordField.ExpiresMs] as number),
       fromProber: v[i + RecordField.Peer] === 1,
       own: v[i + RecordField.Peer] === 2,
       info:
@@ -107,8 +110,8 @@ export function decodeSockDiag(diag: SockDiag, v: Float64Array): DiagSocket[] {
           : {
               dataSegmentsIn: segments,
               dataSegmentsOut: v[i + RecordField.DataSegmentsOut] as number,
-              lastDataReceivedMs: v[i + RecordField.LastDataReceivedMs] as number,
-              lastDataSentMs: v[i + RecordField.LastDataSentMs] as number,
+              lastDataReceivedAt: at - (v[i + RecordField.LastDataReceivedMs] as number),
+              lastDataSentAt: at - (v[i + RecordField.LastDataSentMs] as number),
             },
     });
   }

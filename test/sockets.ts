@@ -32,6 +32,12 @@ export function writeTables(dir: string, rows: Row[], outRsts = 0) {
   writeFileSync(join(dir, 'snmp'), `Tcp: ActiveOpens PassiveOpens OutRsts\nTcp: 1 2 ${outRsts}\n`);
 }
 
+/** /proc/net/snmp with the namespace's segment counters, whose sum is `segments`: a poll reads the sockets afresh only
+ * when it moved. (writeTables leaves them out, so that every poll of a test with it reads afresh.) */
+export function writeSegments(dir: string, segments: number) {
+  writeFileSync(join(dir, 'snmp'), `Tcp: InSegs OutSegs RetransSegs OutRsts\nTcp: ${segments} 0 0 0\n`);
+}
+
 export const LISTEN = 10;
 export const ESTABLISHED = 1;
 export const TIME_WAIT = 6;
@@ -77,7 +83,7 @@ export interface DiagRow {
 
 /** Stands in for the kernel's answer to a sock_diag dump: rows set by the test, in the addon's layout. */
 export function fakeSockDiag() {
-  const table = { rows: [] as DiagRow[], fail: false, dumps: 0 };
+  const table = { rows: [] as DiagRow[], fail: false, dumps: 0, listening: true, listenerReads: 0 };
   const record = (r: DiagRow) => [
     r.localPort ?? 8080,
     r.remotePort ?? 40000 + r.cookie,
@@ -96,7 +102,12 @@ export function fakeSockDiag() {
     dump: () => {
       table.dumps++;
       if (table.fail) throw new Error('sock_diag dump: Operation not permitted');
-      return Float64Array.from([{ cookie: 1, state: LISTEN, remotePort: 0 }, ...table.rows].flatMap(record));
+      const listeners = table.listening ? [{ cookie: 1, state: LISTEN, remotePort: 0 }] : [];
+      return Float64Array.from([...listeners, ...table.rows].flatMap(record));
+    },
+    listeners: () => {
+      table.listenerReads++;
+      return Float64Array.from([0, table.listening ? 1 : 0, 0]);
     },
   };
   return { diag, table };

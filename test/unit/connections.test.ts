@@ -3,7 +3,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { useFakeClock } from '../helpers.js';
-import { conn, FIXTURES, listener, POLL_MS, pooled, setup, setupDiag, TIME_WAIT, writeTables } from '../sockets.js';
+import {
+  conn,
+  FIXTURES,
+  listener,
+  POLL_MS,
+  pooled,
+  setup,
+  setupDiag,
+  TIME_WAIT,
+  writeSegments,
+  writeTables,
+} from '../sockets.js';
 
 describe('Connections', () => {
   beforeEach(useFakeClock);
@@ -269,6 +280,41 @@ describe('Connections through sock_diag', () => {
     table.rows = [{ cookie: 2, state: TIME_WAIT, expiresMs: 59_990 }];
     expect(connections.poll()?.ports[0]).toMatchObject({ newConnections: 0, newSegments: 0 });
     expect(connections.lastArrivalAt).toBe(Number.NEGATIVE_INFINITY);
+  });
+
+  it('reuses its previous read while no TCP segment has come or gone in the namespace, reading only the listeners', async () => {
+    const { connections, termination, table, dir } = setupDiag();
+    writeSegments(dir, 1000);
+    termination.active = true;
+    // A request being answered, and a connection the app closed 59.7 s ago: its TIME_WAIT ends in 300 ms.
+    table.rows = [
+      { cookie: 2, info: { segmentsIn: 4, segmentsOut: 3, lastReceivedMs: 20, lastSentMs: 800 } },
+      { cookie: 6, state: TIME_WAIT, expiresMs: 300 },
+    ];
+    connections.poll();
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    expect(connections.poll()?.ports[0]).toMatchObject({
+      established: 1,
+      states: { ESTABLISHED: 1, TIME_WAIT: 1 },
+      listening: true,
+      newConnections: 0,
+      newSegments: 0,
+      inFlight: 1,
+    });
+    expect(connections.pollBusy()).toBe(true);
+    expect(table).toMatchObject({ dumps: 1, listenerReads: 2 });
+    // The TIME_WAIT socket's time is up and the app closed its listener: neither sends a segment, and both are seen.
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    table.listening = false;
+    expect(connections.poll()?.ports[0]).toMatchObject({ established: 1, states: { ESTABLISHED: 1 }, listening: false });
+    expect(table.dumps).toBe(1);
+    // Segments moved: the next poll reads afresh and counts what came, timed by tcp_info.
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    writeSegments(dir, 1004);
+    table.rows = [pooled(2, 6, 30)];
+    expect(connections.poll()?.ports[0]).toMatchObject({ newSegments: 2, inFlight: 0 });
+    expect(table.dumps).toBe(2);
+    expect(connections.lastArrivalAt).toBe(performance.now() - 30);
   });
 
   it('is busy while a request is being answered: payload received after the last sent, unread, or never answered', () => {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseNetCounter, parseTcpTable, TCP_STATES } from '../../src/procnet.js';
+import { parseNetCounters, parseTcpTable, TCP_STATES } from '../../src/procnet.js';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/proc-net');
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), 'latin1');
@@ -64,14 +64,13 @@ describe('parseTcpTable', () => {
   });
 });
 
-describe('parseNetCounter', () => {
-  it('reads a named Tcp counter', () => {
-    expect(parseNetCounter(fixture('snmp'), 'Tcp', 'OutRsts')).toBe(858);
-    expect(parseNetCounter(fixture('snmp'), 'Tcp', 'PassiveOpens')).toBe(2113);
+describe('parseNetCounters', () => {
+  it('reads named Tcp counters, in the order asked for', () => {
+    expect(parseNetCounters(fixture('snmp'), 'Tcp', ['OutRsts', 'PassiveOpens'])).toEqual([858, 2113]);
   });
 
   it('is undefined for a counter or table that is absent', () => {
-    expect(parseNetCounter(fixture('snmp'), 'Tcp', 'NoSuchCounter')).toBeUndefined();
-    expect(parseNetCounter('Ip: Forwarding\nIp: 1\n', 'Tcp', 'OutRsts')).toBeUndefined();
+    expect(parseNetCounters(fixture('snmp'), 'Tcp', ['NoSuchCounter', 'OutRsts'])).toEqual([undefined, 858]);
+    expect(parseNetCounters('Ip: Forwarding\nIp: 1\n', 'Tcp', ['OutRsts'])).toEqual([undefined]);
   });
 });
