@@ -45,6 +45,10 @@ LABEL org.opencontainers.image.title="drain-sidecar" \
       org.opencontainers.image.base.name="${RUNTIME_BASE}"
 # The executable loads the addon from its own directory; without it, it falls back to /proc/net (and logs a warning).
 COPY --from=build --chown=0:0 --chmod=0555 /src/dist/drain-sidecar /src/dist/drain-sidecar-sockdiag.node /
+# One malloc arena: glibc otherwise gives each of V8's compiler and GC threads an arena of its own and keeps what they
+# freed; measured by bench/memory.mjs, one arena keeps a proxy-mode pod at 40 MiB after load instead of 53, and a passive
+# one about 0.5 MiB lower, at the same throughput (bench/proxy.mjs).
+ENV MALLOC_ARENA_MAX=1
 USER 65532:65532
 EXPOSE 9555
 ENTRYPOINT ["/drain-sidecar"]

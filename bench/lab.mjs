@@ -43,8 +43,8 @@ export async function flood(port, n, send, localAddress) {
  * Starts a drain-sidecar executable on a free loopback port and resolves once it has logged its start, with the admin
  * port and the proxy's (when the build logs it). stderr: 'inherit' or 'ignore' (a warning of the executable's own).
  */
-export async function startSidecar(exe, env = {}, stderr = 'inherit') {
-  const child = spawn(exe, [], {
+export async function startSidecar(exe, env = {}, stderr = 'inherit', args = []) {
+  const child = spawn(exe, args, {
     env: { PATH: process.env.PATH, DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', stderr],
   });

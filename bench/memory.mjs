@@ -1,8 +1,8 @@
 // Memory charged to each pod after the first on a node: the executable's code is file-backed and shared through the
 // page cache by every pod on the node, so what each pod adds is its private memory (RssAnon in /proc/PID/status).
 // Measured idle and after traffic (passive: 1,000 hook calls of /sleep?s=0 and 100 scrapes, watching one app port;
-// proxy: 20,000 proxied requests on 16 connections and 100 scrapes), for each set of Node options given through
-// NODE_OPTIONS, side by side in one run with the variants interleaved over rounds. Prints figures; asserts nothing.
+// proxy: 20,000 proxied requests on 16 connections and 100 scrapes), in the image's environment and others (below),
+// side by side in one run with the variants interleaved over rounds. Prints figures; asserts nothing.
 // Usage: npm run build:sea && node bench/memory.mjs [other-executable ...]   (e.g. a build of an earlier commit)
 import { readFileSync } from 'node:fs';
 import { Agent, createServer } from 'node:http';
@@ -15,24 +15,34 @@ const HOOKS = 1000;
 const SCRAPES = 100;
 const PROXIED = 20_000;
 const ROUNDS = 3;
-// What NODE_OPTIONS adds to the executable's own options (sea-config.json execArgv). Not a V8 option the executable
-// sets itself: its execArgv acts as the command line, which wins over NODE_OPTIONS.
-const OPTIONS = ['', '--jitless'];
+// The environments each executable runs in: the image's (Dockerfile ENV: MALLOC_ARENA_MAX=1), none, and NODE_OPTIONS
+// adding --jitless to the executable's own options (sea-config.json execArgv; not a V8 option the executable sets
+// itself: its execArgv acts as the command line, which wins over NODE_OPTIONS).
+const IMAGE_ENV = { MALLOC_ARENA_MAX: '1' };
+const ENVIRONMENTS = [IMAGE_ENV, {}, { ...IMAGE_ENV, NODE_OPTIONS: '--jitless' }];
+const describe = (env) =>
+  env === IMAGE_ENV
+    ? ' (the image: MALLOC_ARENA_MAX=1)'
+    : Object.keys(env).length === 0
+      ? ' without MALLOC_ARENA_MAX'
+      : ` with ${Object.entries(env)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ')}`;
 const EXECUTABLES = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2)];
 const floor = buildFloor();
 const VARIANTS = [
-  ...EXECUTABLES.flatMap((exe) => OPTIONS.map((o) => [`${exe.replace(ROOT, '')}${o ? ` with NODE_OPTIONS=${o}` : ''}`, o, exe])),
+  ...EXECUTABLES.flatMap((exe) => ENVIRONMENTS.map((env) => [`${exe.replace(ROOT, '')}${describe(env)}`, env, exe])),
   // The floor has no proxy mode: its row has passive figures only.
-  ...(floor ? [[FLOOR_NAME, '', floor]] : []),
+  ...(floor ? [[FLOOR_NAME, {}, floor]] : []),
 ];
 
 const privateMiB = (pid) => Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** The executable with NODE_OPTIONS, settled for a second before it is measured. */
-async function start(exe, options, extra) {
+/** The executable in env, settled for a second before it is measured. */
+async function start(exe, env, extra) {
   // The executable's own warnings (a rejected code cache under --jitless) are not the bench's output.
-  const s = await startSidecar(exe, { NODE_OPTIONS: options, ...extra }, 'ignore');
+  const s = await startSidecar(exe, { ...env, ...extra }, 'ignore');
   await pause(1000);
   return s;
 }
@@ -41,8 +51,8 @@ const app = createServer((_req, res) => res.end('ok'));
 await new Promise((r) => app.listen(0, '127.0.0.1', r));
 const appPort = app.address().port;
 
-async function passive(exe, options) {
-  const s = await start(exe, options, { DRAIN_APP_PORTS: String(appPort), DRAIN_SHUTDOWN_HOLD_SECONDS: '0' });
+async function passive(exe, env) {
+  const s = await start(exe, env, { DRAIN_APP_PORTS: String(appPort), DRAIN_SHUTDOWN_HOLD_SECONDS: '0' });
   const idle = privateMiB(s.child.pid);
   const agent = new Agent({ keepAlive: true, maxSockets: 32 });
   for (let i = 0; i < HOOKS; i += 32) await Promise.all(Array.from({ length: 32 }, () => get(s.admin, '/sleep?s=0', agent)));
@@ -54,9 +64,9 @@ async function passive(exe, options) {
   return { idle, after };
 }
 
-async function proxy(exe, options) {
+async function proxy(exe, env) {
   const listen = await freePort();
-  const s = await start(exe, options, {
+  const s = await start(exe, env, {
     DRAIN_PROXY_LISTEN: `127.0.0.1:${listen}`,
     DRAIN_PROXY_UPSTREAM: `127.0.0.1:${appPort}`,
   });
@@ -74,9 +84,9 @@ async function proxy(exe, options) {
 
 const results = new Map(VARIANTS.map(([name]) => [name, { passive: [], proxy: [] }]));
 for (let round = 0; round < ROUNDS; round++) {
-  for (const [name, options, exe] of VARIANTS) {
-    results.get(name).passive.push(await passive(exe, options));
-    if (exe !== floor) results.get(name).proxy.push(await proxy(exe, options));
+  for (const [name, env, exe] of VARIANTS) {
+    results.get(name).passive.push(await passive(exe, env));
+    if (exe !== floor) results.get(name).proxy.push(await proxy(exe, env));
   }
 }
 app.close();

@@ -131,12 +131,6 @@ export function createApp(deps: AppDeps): Hono<Env> {
   // Kubelets before 1.26 call `//sleep?s=20`.
   const app = new Hono<Env>({ getPath: (req) => getPath(req).replace(/^\/{2,}/, '/') });
 
-  // The kubelet probes this port from the address it probes the app from: its connections to the app ports are probes.
-  app.use(async (c, next) => {
-    probers.saw(c.env?.incoming?.socket?.remoteAddress, c.req.header('user-agent'));
-    await next();
-  });
-
   /** Answers at once, before anything is held or any state changes. */
   /**
    * A call past the bound of hooks still protects the pod where it can: it is held as long as a malformed call (a
@@ -169,11 +163,14 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   const holdHook = async (c: Context<Env>, endpoint: HookEndpoint, plan: HookPlan, figures: () => object) => {
     const userAgent = c.req.header('user-agent')?.slice(0, USER_AGENT_MAX);
-    const hookLog = log.child({ endpoint, userAgent });
     const malformed = plan.problems.length > 0;
     if (malformed)
-      hookLog.error({ problems: plan.problems, holdingSeconds: plan.ms / 1000 }, 'malformed hook call; holding the default');
-    if (plan.clamped) hookLog.warn({ requested: plan.requested, maxSleepSeconds: config.maxSleepSeconds }, 'hook wait clamped');
+      log.error(
+        { endpoint, userAgent, problems: plan.problems, holdingSeconds: plan.ms / 1000 },
+        'malformed hook call; holding the default',
+      );
+    if (plan.clamped)
+      log.warn({ endpoint, userAgent, requested: plan.requested, maxSleepSeconds: config.maxSleepSeconds }, 'hook wait clamped');
 
     const result = await drain.hold({
       endpoint,

@@ -83,9 +83,10 @@ export function idleRule({
   return isIdle && { minMs: minSeconds * 1000, pollMs, isIdle };
 }
 
-// One rule for the level of `hook call finished` and `drain finished`: a wait that ended as designed is info; one cut
-// short by the grace budget, left by its caller, ended at /drain's max with traffic still coming, or opened by SIGTERM
-// with no hook call at all is a warning, since requests may have been lost.
+// One rule for the level of `drain finished`: a wait that ended as designed is info; one cut short by the grace budget,
+// left by its caller, ended at /drain's max with traffic still coming, or opened by SIGTERM with no hook call at all is
+// a warning, since requests may have been lost. `hook call finished` is a warning by the same rule, and otherwise debug:
+// the episode's one line counts its calls, and a burst of hook calls should not cost a log line each.
 const END_LEVEL: Record<EndReason, 'info' | 'warn'> = {
   elapsed: 'info',
   idle: 'info',
@@ -231,7 +232,8 @@ export class Drain {
     metrics.hookCalls.inc({ endpoint: req.endpoint, outcome });
 
     const result = { episode: episode.id, outcome, reason, waitedSeconds, ...(observing && { appStoppedSeconds }) };
-    this.#deps.log[END_LEVEL[reason]]({ endpoint: req.endpoint, userAgent: req.userAgent, ...result }, 'hook call finished');
+    const level = END_LEVEL[reason] === 'info' ? 'debug' : 'warn';
+    this.#deps.log[level]({ endpoint: req.endpoint, userAgent: req.userAgent, ...result }, 'hook call finished');
 
     this.#inProgress--;
     metrics.hooksInProgress.set(this.#inProgress);
