@@ -1,8 +1,8 @@
 // A burst of 10,000 concurrent hook calls (every pod on a busy node terminating at once, or a storm), held 3 s each:
 // how late each answer comes after its 3 s, how many connections the kernel dropped from the full accept queue
 // (TcpExt ListenOverflows), the CPU spent, and the private memory each held call costs at the peak, for the built
-// executable (DRAIN_MAX_HOOKS raised for it), any other executable given, a bare node:http server on the same Node with
-// the same V8 options, and the Go floor (bench/floor) when Go is installed, one after another. Prints figures; asserts
+// executable (DRAIN_MAX_HOOKS raised for it; in the image's environment, as the bare server), any other executable
+// given, a bare node:http server on the same Node with the same V8 options, and the Go floor (bench/floor) when Go is installed, one after another. Prints figures; asserts
 // nothing.
 // Usage: npm run build:sea && node bench/burst.mjs [other-executable ...]   (as root: it raises its own file limit)
 import { spawnSync } from 'node:child_process';
@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { buildFloor, FLOOR_NAME } from './floor.mjs';
-import { startSidecar } from './lab.mjs';
+import { IMAGE_ENV, startSidecar } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CALLS = Number(process.env.CALLS ?? 10_000);
@@ -38,8 +38,8 @@ const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2), BARE
 const label = (exe) => (exe === floor ? FLOOR_NAME : exe.replace(ROOT, ''));
 const start = (exe) =>
   exe === BARE_NAME
-    ? startSidecar(NODE24, {}, 'inherit', [...execArgv, '--no-maglev', '--no-opt', '-e', BARE])
-    : startSidecar(exe, { DRAIN_MAX_HOOKS: String(CALLS * 2) });
+    ? startSidecar(NODE24, IMAGE_ENV, 'inherit', [...execArgv, '--no-maglev', '--no-opt', '-e', BARE])
+    : startSidecar(exe, { ...IMAGE_ENV, DRAIN_MAX_HOOKS: String(CALLS * 2) });
 
 const privateKiB = (pid) => Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
 const cpuMs = (pid) => {

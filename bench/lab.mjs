@@ -43,6 +43,9 @@ export async function flood(port, n, send, localAddress) {
  * Starts a drain-sidecar executable on a free loopback port and resolves once it has logged its start, with the admin
  * port and the proxy's (when the build logs it). stderr: 'inherit' or 'ignore' (a warning of the executable's own).
  */
+/** The environment the image gives the executable (Dockerfile ENV). */
+export const IMAGE_ENV = { MALLOC_ARENA_MAX: '1' };
+
 export async function startSidecar(exe, env = {}, stderr = 'inherit', args = []) {
   const child = spawn(exe, args, {
     env: { PATH: process.env.PATH, DRAIN_HOST: '127.0.0.1', DRAIN_PORT: '0', ...env },

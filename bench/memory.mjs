@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { Agent, createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { buildFloor, FLOOR_NAME, FLOOR_REFERENCE } from './floor.mjs';
-import { freePort, get, startSidecar } from './lab.mjs';
+import { freePort, get, IMAGE_ENV, startSidecar } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOOKS = 1000;
@@ -18,7 +18,6 @@ const ROUNDS = 3;
 // The environments each executable runs in: the image's (Dockerfile ENV: MALLOC_ARENA_MAX=1), none, and NODE_OPTIONS
 // adding --jitless to the executable's own options (sea-config.json execArgv; not a V8 option the executable sets
 // itself: its execArgv acts as the command line, which wins over NODE_OPTIONS).
-const IMAGE_ENV = { MALLOC_ARENA_MAX: '1' };
 const ENVIRONMENTS = [IMAGE_ENV, {}, { ...IMAGE_ENV, NODE_OPTIONS: '--jitless' }];
 const describe = (env) =>
   env === IMAGE_ENV
