@@ -131,7 +131,6 @@ export function createApp(deps: AppDeps): Hono<Env> {
   // Kubelets before 1.26 call `//sleep?s=20`.
   const app = new Hono<Env>({ getPath: (req) => getPath(req).replace(/^\/{2,}/, '/') });
 
-  /** Answers at once, before anything is held or any state changes. */
   /**
    * A call past the bound of hooks still protects the pod where it can: it is held as long as a malformed call (a
    * socket and a timer, not a slot; its connection one a new client may close), then answered 429.

@@ -51,6 +51,12 @@ const minReadyOf = (w: Workload): number | undefined => {
   const annotated = annotation(w.template, 'min-ready-seconds');
   return annotated === undefined ? w.minReadySeconds : Number(annotated);
 };
+const isSeconds = (n: number) => Number.isInteger(n) && n >= 0;
+/** What is wrong with a min-ready-seconds annotation that is not a whole number of seconds, and the fix. */
+const badMinReady = (w: Workload): [string, string] => [
+  `annotation ${ANNOTATION}/min-ready-seconds is ${JSON.stringify(annotation(w.template, 'min-ready-seconds'))}`,
+  "give the workload's minReadySeconds, a whole number of seconds",
+];
 // The recording rule that says what minReadySeconds covers the delay the sidecars measured (k8s/monitoring).
 export const MIN_READY_RULE = 'namespace_workload:drain_sidecar_recommended_min_ready_seconds:7d';
 // GKE Spot and preemptible nodes give pods 25 s between the node's notice and its shutdown.
@@ -395,12 +401,7 @@ export function derive(w: Workload, o: InjectOptions, services: ServiceInfo[] = 
   }
   const hookSeconds = asked ?? Math.min(DEFAULT_HOOK_SECONDS, Math.max(MIN_HOOK_SECONDS, grace - APP_SHUTDOWN_SECONDS));
   const minReadySeconds = minReadyOf(w);
-  if (minReadySeconds !== undefined && !(Number.isInteger(minReadySeconds) && minReadySeconds >= 0)) {
-    return fail(
-      `annotation ${ANNOTATION}/min-ready-seconds is ${JSON.stringify(annotation(w.template, 'min-ready-seconds'))}`,
-      "give the workload's minReadySeconds, a whole number of seconds",
-    );
-  }
+  if (minReadySeconds !== undefined && !isSeconds(minReadySeconds)) return fail(...badMinReady(w));
   return { grace, ports, hookSeconds, mode, sidecarPort, proxyPort, minReadySeconds, readiness: readinessOf(spec, ports) };
 }
 
@@ -788,7 +789,8 @@ export function check(w: Workload, services: ServiceInfo[] = []): Finding[] {
       );
     }
     const minReady = minReadyOf(w);
-    if (minReady !== undefined && config.minReadySeconds !== undefined && config.minReadySeconds !== minReady) {
+    if (minReady !== undefined && !isSeconds(minReady)) add('error', ...badMinReady(w), SIDECAR_NAME);
+    else if (minReady !== undefined && config.minReadySeconds !== undefined && config.minReadySeconds !== minReady) {
       add(
         'warning',
         `DRAIN_MIN_READY_SECONDS is ${config.minReadySeconds}, minReadySeconds ${minReady}`,

@@ -144,6 +144,17 @@ spec:
         fix: 'set DRAIN_MIN_READY_SECONDS to 90',
       }),
     ]);
+    // An annotation that is no number of seconds is named as such, not compared as NaN.
+    const garbled = stdout.replace('drain-sidecar.dev/min-ready-seconds: "30"', 'drain-sidecar.dev/min-ready-seconds: "30s"');
+    const named = JSON.parse(run(['check', '--output', 'json', '-'], garbled).stdout) as Finding[];
+    expect(named.filter((f) => f.message.includes('min-ready'))).toEqual([
+      expect.objectContaining({
+        workload: 'Pod/bare',
+        severity: 'error',
+        message: 'annotation drain-sidecar.dev/min-ready-seconds is "30s"',
+      }),
+    ]);
+    expect(named.some((f) => f.message.includes('NaN'))).toBe(false);
   });
 
   it("passes the app's readinessProbe on as a loopback check, its named port resolved; not one it cannot replay", () => {
