@@ -1,12 +1,14 @@
 // Where the private memory above a bare server goes: a node:http server on the executable's Node (same flags) with the
 // sidecar's dependencies loaded one after another, then the bundle and the executable themselves, idle, passive mode.
 // Each row adds to the one above; the second column is what that row added. RssAnon (what each pod pays; the
-// executable's code pages are shared), median of interleaved rounds. Prints figures; asserts nothing.
+// executable's code pages are shared), median of interleaved rounds, every row in the image's environment. Prints
+// figures; asserts nothing.
 // Usage: npm run build:sea && node bench/deps.mjs
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { IMAGE_ENV } from './lab.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { nodeVersion } = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')).sea;
@@ -44,7 +46,7 @@ async function freePort() {
 }
 
 async function measure(command, env = {}) {
-  const child = spawn(command[0], command.slice(1), { env: { PATH: process.env.PATH, ...env }, stdio: 'ignore' });
+  const child = spawn(command[0], command.slice(1), { env: { PATH: process.env.PATH, ...IMAGE_ENV, ...env }, stdio: 'ignore' });
   await new Promise((r) => setTimeout(r, SETTLE_MS));
   const mib = privateMiB(child.pid);
   child.kill('SIGKILL');
@@ -74,7 +76,11 @@ const figures = new Map(variants.map((v) => [v.name, []]));
 for (let round = 0; round < ROUNDS; round++) for (const v of variants) figures.get(v.name).push(await v.run());
 
 console.log(
-  `Private memory (RssAnon) idle, ${SETTLE_MS / 1000} s after start, median of ${ROUNDS} interleaved rounds, node ${nodeVersion} ${execArgv.join(' ')}:\n`,
+  `Private memory (RssAnon) idle, ${SETTLE_MS / 1000} s after start, median of ${ROUNDS} interleaved rounds, node ${nodeVersion} ${execArgv.join(' ')}, ${Object.entries(
+    IMAGE_ENV,
+  )
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ')}:\n`,
 );
 console.log('| what is loaded | RssAnon (MiB) | added (MiB) |');
 console.log('|---|---|---|');
