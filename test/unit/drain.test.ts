@@ -26,7 +26,7 @@ describe('Drain', () => {
   afterEach(() => vi.useRealTimers());
 
   it('holds a hook call for the requested time, then closes the episode with one drain finished line', async () => {
-    const { drain, hold, finished, value } = setup();
+    const { drain, hold, finished, value, lines } = setup();
     let done = false;
     const result = hold(5).then((r) => {
       done = true;
@@ -46,6 +46,8 @@ describe('Drain', () => {
     expect(await value('drain_sidecar_drains_total', { reason: 'elapsed' })).toBe(1);
     expect(await value('drain_sidecar_drain_duration_seconds', {}, 'drain_sidecar_drain_duration_seconds_sum')).toBe(5);
     expect(await value('drain_sidecar_draining')).toBe(0);
+    // The episode's line counts the call; the call's own line is debug, so a burst of calls writes no line each.
+    expect(lines.filter((l) => l.msg === 'hook call finished').map((l) => l.level)).toEqual(['debug']);
   });
 
   it('joins overlapping hook calls into one episode that ends when the last one returns', async () => {
