@@ -46,8 +46,9 @@ LABEL org.opencontainers.image.title="drain-sidecar" \
 # The executable loads the addon from its own directory; without it, it falls back to /proc/net (and logs a warning).
 COPY --from=build --chown=0:0 --chmod=0555 /src/dist/drain-sidecar /src/dist/drain-sidecar-sockdiag.node /
 # One malloc arena: glibc otherwise gives each of V8's compiler and GC threads an arena of its own and keeps what they
-# freed; measured by bench/memory.mjs, one arena keeps a proxy-mode pod at 40 MiB after load instead of 53, and a passive
-# one about 0.5 MiB lower, at the same throughput (bench/proxy.mjs).
+# freed. Measured by bench/memory.mjs: a passive pod keeps about 0.5 MiB less, idle and after load, in every run; proxy
+# mode's figure after load varies from run to run with or without it; the proxy's throughput is the same
+# (bench/proxy.mjs).
 ENV MALLOC_ARENA_MAX=1
 USER 65532:65532
 EXPOSE 9555
