@@ -500,8 +500,9 @@ export class Connections {
    * established table, most of a read's cost on a busy node, would tell nothing new. What changes without a segment is
    * taken care of: the listeners and their accept queues are read afresh (a read of the kernel's small listening table),
    * and a TIME_WAIT socket whose time is up is gone (the times are on the monotonic clock, so they hold as read). What can
-   * stay behind: a receive queue the app has read since (its request is still in flight by the times), and a half-open
-   * connection the kernel dropped after its last SYN-ACK. Only through sock_diag, the one source with a listener read.
+   * stay behind: a receive queue the app has read since (its request is still in flight by the times), and, in the
+   * counts by state only, a half-open connection the kernel dropped after its last SYN-ACK and an orphaned FIN_WAIT2
+   * socket at its end. Only through sock_diag, the one source with a listener read.
    */
   #unchanged(segments: number | undefined): SocketRead | undefined {
     const previous = this.#previous;
