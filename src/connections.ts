@@ -483,10 +483,9 @@ export class Connections {
       const counters = parseNetCounters(readProcNet(procNetDir, 'snmp'), 'Tcp', TCP_COUNTERS);
       const segments = counters.every((n) => n !== undefined) ? counters.reduce((a, b) => a + b, 0) : undefined;
       const reused = this.#unchanged(segments);
-      const full = reused ? undefined : this.#sockets();
-      const sockets = reused ?? (full as { read: SocketRead }).read;
-      this.#previous = segments === undefined ? undefined : { segments, read: reused, dumped: full?.dumped };
-      return { sockets, outRsts: counters[3] };
+      const { read, dumped } = reused ? { read: reused, dumped: undefined } : this.#sockets();
+      this.#previous = segments === undefined ? undefined : { segments, ...(reused ? { read } : { dumped }) };
+      return { sockets: read, outRsts: counters[3] };
     } catch (err) {
       this.#available = false;
       log.warn({ err }, 'cannot read /proc/net; connection tracking is off and /drain waits its min');
