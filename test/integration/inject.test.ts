@@ -128,11 +128,7 @@ spec:
     ].join('---\n');
     const { stdout, code } = run(['inject', '-'], input);
     expect(code).toBe(0);
-    expect(
-      docs(stdout)
-        .flatMap(podSpecs)
-        .map((p) => sidecarEnv(p).DRAIN_MIN_READY_SECONDS),
-    ).toEqual(['45', '0', undefined, '30']);
+    expect(sidecarSetting(stdout, 'DRAIN_MIN_READY_SECONDS')).toEqual(['45', '0', undefined, '30']);
     const findings = (text: string, about: string) =>
       (JSON.parse(run(['check', '--output', 'json', '-'], text).stdout) as Finding[]).filter((f) => f.message.includes(about));
     // Changed on the workload after injection: check names the value to set.
@@ -168,11 +164,13 @@ spec:
     ].join('---\n');
     const { stdout, code } = run(['inject', '-'], input);
     expect(code).toBe(0);
-    expect(
-      docs(stdout)
-        .flatMap(podSpecs)
-        .map((p) => sidecarEnv(p).DRAIN_APP_READINESS),
-    ).toEqual(['http://:8080/ready', 'https://:9090/health', 'tcp://:8080', undefined, undefined]);
+    expect(sidecarSetting(stdout, 'DRAIN_APP_READINESS')).toEqual([
+      'http://:8080/ready',
+      'https://:9090/health',
+      'tcp://:8080',
+      undefined,
+      undefined,
+    ]);
   });
 
   it('takes JSON and gives JSON', () => {
@@ -448,6 +446,11 @@ const sidecarEnv = (pod?: PodSpec) =>
       e.value,
     ]),
   );
+/** One sidecar setting of every pod template in inject's output, in order (undefined where it is not set). */
+const sidecarSetting = (out: string, name: string) =>
+  docs(out)
+    .flatMap(podSpecs)
+    .map((p) => sidecarEnv(p)[name]);
 
 describe('drain-sidecar inject on real pod shapes', () => {
   it('injects what `kubectl create deployment -o yaml` writes (sequences not indented) at the right place', () => {
