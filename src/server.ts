@@ -103,8 +103,9 @@ export function boundConnections(
 }
 
 /**
- * The admin server: hono's request listener behind `intercept`, which answers what the API cannot read (true when it
- * did), with the connection bound above the hook bound; evictable marks a held connection a new one may close.
+ * The admin server: hono's request listener behind `intercept`, which answers what is not the API's (true when it did:
+ * hook calls, and requests no URL can be made of), with the connection bound above the hook bound; evictable marks a
+ * held connection a new one may close.
  */
 export function createServer(
   app: { fetch: Parameters<typeof getRequestListener>[0] },
@@ -116,7 +117,7 @@ export function createServer(
 ): { server: Server; evictable: (socket: Socket) => void } {
   const listener = getRequestListener(app.fetch);
   const server = createHttpServer(SERVER_OPTIONS);
-  // The bound sees each request before the app does, so the app can mark its connection evictable at once.
+  // The bound sees each request before the hooks do, so they can mark its connection evictable at once.
   const bound = boundConnections(server, maxHooks + CONNECTION_HEADROOM, shed);
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (!intercept(req, res)) void listener(req, res);

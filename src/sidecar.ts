@@ -9,6 +9,7 @@ import { type Clock, delay } from './clock.js';
 import type { Config } from './config.js';
 import { Connections } from './connections.js';
 import { Drain } from './drain.js';
+import { hookCalls } from './hooks.js';
 import { malformedRequests } from './malformed.js';
 import { createMetrics } from './metrics.js';
 import { Probers } from './probers.js';
@@ -151,9 +152,19 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
   });
   timers.push(shutdown);
   const httpLog = log.child({ component: 'http' });
-  // The admin server's bound is made after the app it serves; the app marks through it the calls it holds past the
-  // bound of hooks.
+  // The admin server's bound is made after the hooks it serves; they mark through it the calls they hold past the bound
+  // of hooks.
   let evictable = (_socket: Socket): void => {};
+  const hooks = hookCalls({
+    config,
+    clock,
+    drain,
+    connections,
+    proxy,
+    metrics,
+    log: httpLog,
+    evictable: (socket) => evictable(socket),
+  });
   const app = createApp({
     config,
     clock,
@@ -167,17 +178,16 @@ export async function createSidecar({ config, clock, log, version, nodeVersion, 
     scrapes,
     log: httpLog,
     isTerminating: () => shutdown.terminating,
-    evictable: (socket) => evictable(socket),
   });
   const malformed = malformedRequests({ config, drain, metrics, log: httpLog });
   const admin = createServer(app, {
     maxHooks: config.maxHooks,
     shed: (reason) => metrics.shedConnections.inc({ listener: 'admin', reason }),
     // The kubelet probes this port from the address it probes the app from: its connections to the app ports are probes.
-    // Learnt here rather than in a hono middleware, which would hold a frame more for every held hook call.
+    // Learnt before the hooks and the API alike.
     intercept: (req, res) => {
       probers.saw(req.socket.remoteAddress, req.headers['user-agent']);
-      return malformed.request(req, res);
+      return malformed.request(req, res) || hooks.request(req, res);
     },
   });
   const { server } = admin;
