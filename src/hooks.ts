@@ -1,7 +1,7 @@
 // The hook endpoints: /sleep, /drain, /observe, and a typo of one of them. They are answered on Node's request and
 // response, before the API framework sees them: a call is held for seconds, and a held call should cost its socket, a
-// timer and its answer, not a web Request, a framework context and their async frames as well (bench/burst.mjs measures
-// both ways). A hook call with a typo must still protect the pod: it is held like a malformed call, then told what was
+// timer and its answer, not a web Request, a framework context and their async frames as well (bench/burst.mjs has
+// the figures). A hook call with a typo must still protect the pod: it is held like a malformed call, then told what was
 // wrong.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -150,7 +150,7 @@ export function hookCalls(deps: HookDeps) {
 
   const refuse = (call: Call, err: HttpError) => {
     log.warn(
-      { status: err.status, error: err.code, method: call.req.method, path: call.url.pathname.slice(0, 100) },
+      { status: err.status, error: err.code, method: call.req.method, path: decodedPath(call.url.pathname).slice(0, 100) },
       'request refused',
     );
     send(call.res, err.status, { error: err.code, message: err.message, hint: err.hint }, err.headers);
