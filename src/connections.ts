@@ -117,6 +117,10 @@ const TIME_WAIT_MS = 60_000;
 // The Tcp counters of /proc/net/snmp that together move with every TCP segment the pod's network namespace receives or
 // sends (retransmissions and resets included). OutRsts alone is also the refused estimate's.
 const TCP_COUNTERS = ['InSegs', 'OutSegs', 'RetransSegs', 'OutRsts'] as const;
+// The kernel counts a segment before it has applied it to the socket table (the connection a handshake's last ACK
+// completes is hashed a moment later, perhaps on another CPU), so a read made just after the counters moved may lack
+// its socket. A read is kept only if the counters had stood still this long before it was made.
+const SETTLED_MS = 100;
 
 /** One socket on an app port, from either source. */
 export interface AppSocket {
@@ -274,7 +278,9 @@ export class Connections {
    * kept as a record per socket, it cost a quarter more CPU per poll on a pod whose counters always move (the garbage
    * collector copies the records it finds alive). A reused read is kept whole: a quiet pod allocates little.
    */
-  #previous: { segments: number; read?: SocketRead; dumped?: Dumped } | undefined;
+  #previous: { segments: number; settled: boolean; read?: SocketRead; dumped?: Dumped } | undefined;
+  /** The counters' sum, and when a read first found it. */
+  #still: { segments: number; since: number } | undefined;
   #available: boolean;
   #lastArrivalAt = Number.NEGATIVE_INFINITY;
   #lateTotal = 0;
@@ -482,9 +488,12 @@ export class Connections {
       // The counters first: a segment that comes between them and the sockets makes the next read a full one.
       const counters = parseNetCounters(readProcNet(procNetDir, 'snmp'), 'Tcp', TCP_COUNTERS);
       const segments = counters.every((n) => n !== undefined) ? counters.reduce((a, b) => a + b, 0) : undefined;
+      const now = this.#deps.clock.now();
+      if (this.#still?.segments !== segments) this.#still = segments === undefined ? undefined : { segments, since: now };
       const reused = this.#unchanged(segments);
       const { read, dumped } = reused ? { read: reused, dumped: undefined } : this.#sockets();
-      this.#previous = segments === undefined ? undefined : { segments, ...(reused ? { read } : { dumped }) };
+      const settled = reused !== undefined || (this.#still !== undefined && now - this.#still.since >= SETTLED_MS);
+      this.#previous = segments === undefined ? undefined : { segments, settled, ...(reused ? { read } : { dumped }) };
       return { sockets: read, outRsts: counters[3] };
     } catch (err) {
       this.#available = false;
@@ -494,19 +503,19 @@ export class Connections {
   }
 
   /**
-   * The previous read brought up to now, when no TCP segment has come or gone in the namespace since it was made. Then no
-   * socket on the app ports has changed state or tcp_info counter and none has come, so the kernel's walk of its whole
-   * established table, most of a read's cost on a busy node, would tell nothing new. What changes without a segment is
-   * taken care of: the listeners and their accept queues are read afresh (a read of the kernel's small listening table),
-   * and a TIME_WAIT socket whose time is up is gone (the times are on the monotonic clock, so they hold as read). What can
-   * stay behind: a receive queue the app has read since (its request is still in flight by the times), and, in the
-   * counts by state only, a half-open connection the kernel dropped after its last SYN-ACK and an orphaned FIN_WAIT2
-   * socket at its end. Only through sock_diag, the one source with a listener read.
+   * The previous read brought up to now, when no TCP segment has come or gone in the namespace since it was made, nor for
+   * SETTLED_MS before. Then no socket on the app ports has changed state or tcp_info counter and none has come, so the
+   * kernel's walk of its whole established table, most of a read's cost on a busy node, would tell nothing new. What
+   * changes without a segment is taken care of: the listeners and their accept queues are read afresh (a read of the
+   * kernel's small listening table), and a TIME_WAIT socket whose time is up is gone (the times are on the monotonic
+   * clock, so they hold as read). What can stay behind: a receive queue the app has read since (its request is still in
+   * flight by the times), and, in the counts by state only, a half-open connection the kernel dropped after its last
+   * SYN-ACK and an orphaned FIN_WAIT2 socket at its end. Only through sock_diag, the one source with a listener read.
    */
   #unchanged(segments: number | undefined): SocketRead | undefined {
     const previous = this.#previous;
     const diag = this.#sockDiag;
-    if (segments === undefined || previous?.segments !== segments || !diag?.listeners) return undefined;
+    if (segments === undefined || previous?.segments !== segments || !previous.settled || !diag?.listeners) return undefined;
     const before =
       previous.read?.sockets ?? (previous.dumped && decodeSockDiag(diag, previous.dumped.values, previous.dumped.at));
     if (!before) return undefined;

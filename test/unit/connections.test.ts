@@ -291,7 +291,12 @@ describe('Connections through sock_diag', () => {
       { cookie: 2, info: { segmentsIn: 4, segmentsOut: 3, lastReceivedMs: 20, lastSentMs: 800 } },
       { cookie: 6, state: TIME_WAIT, expiresMs: 300 },
     ];
+    // The first read finds the counters where they are; the one a poll later, with them unchanged, may be kept.
     connections.poll();
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    connections.poll();
+    table.rows[1] = { cookie: 6, state: TIME_WAIT, expiresMs: 300 - POLL_MS };
+    expect(table.dumps).toBe(2);
     await vi.advanceTimersByTimeAsync(POLL_MS);
     expect(connections.poll()?.ports[0]).toMatchObject({
       established: 1,
@@ -302,19 +307,38 @@ describe('Connections through sock_diag', () => {
       inFlight: 1,
     });
     expect(connections.pollBusy()).toBe(true);
-    expect(table).toMatchObject({ dumps: 1, listenerReads: 2 });
+    expect(table).toMatchObject({ dumps: 2, listenerReads: 2 });
     // The TIME_WAIT socket's time is up and the app closed its listener: neither sends a segment, and both are seen.
     await vi.advanceTimersByTimeAsync(POLL_MS);
     table.listening = false;
     expect(connections.poll()?.ports[0]).toMatchObject({ established: 1, states: { ESTABLISHED: 1 }, listening: false });
-    expect(table.dumps).toBe(1);
+    expect(table.dumps).toBe(2);
     // Segments moved: the next poll reads afresh and counts what came, timed by tcp_info.
     await vi.advanceTimersByTimeAsync(POLL_MS);
     writeSegments(dir, 1004);
     table.rows = [pooled(2, 6, 30)];
     expect(connections.poll()?.ports[0]).toMatchObject({ newSegments: 2, inFlight: 0 });
-    expect(table.dumps).toBe(2);
+    expect(table.dumps).toBe(3);
     expect(connections.lastArrivalAt).toBe(performance.now() - 30);
+  });
+
+  it('keeps no read made just after the counters moved: a connection counted but not yet in the table is found next', async () => {
+    const { connections, termination, table, dir } = setupDiag();
+    writeSegments(dir, 1000);
+    termination.active = true;
+    table.rows = [pooled(2, 3, 5000)];
+    connections.poll();
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    connections.poll();
+    // The handshake of a new connection is counted, but the kernel has not hashed its socket yet when the table is read.
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    writeSegments(dir, 1003);
+    expect(connections.poll()?.ports[0]).toMatchObject({ established: 1, newConnections: 0 });
+    // No segment since, but the socket is there now: the next poll reads the table again and counts it.
+    table.rows = [pooled(2, 3, 5000), pooled(3, 1, 150)];
+    await vi.advanceTimersByTimeAsync(POLL_MS);
+    expect(connections.poll()?.ports[0]).toMatchObject({ established: 2, newConnections: 1 });
+    expect(table.dumps).toBe(4);
   });
 
   it('is busy while a request is being answered: payload received after the last sent, unread, or never answered', () => {
