@@ -313,10 +313,16 @@ export function hookCalls(deps: HookDeps) {
       res.once('close', () => res.writableFinished || gone.abort());
       const userAgent = req.headers['user-agent']?.slice(0, USER_AGENT_MAX);
       const call = { req, res, endpoint, url, userAgent, gone: gone.signal };
-      serve(call, meant).catch((err: unknown) => {
+      // A fault is answered 500 as the API answers one, whether it is thrown now or when the hold ends.
+      const fail = (err: unknown) => {
         log.error({ err }, 'request failed');
         if (!res.headersSent) send(res, 500, { error: 'internal', message: 'internal error', hint: 'see the sidecar log' });
-      });
+      };
+      try {
+        serve(call, meant).catch(fail);
+      } catch (err) {
+        fail(err);
+      }
       return true;
     },
   };
