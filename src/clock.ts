@@ -17,22 +17,32 @@ export const systemClock: Clock = {
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 
-/** Resolves true after ms, or false as soon as the signal aborts. */
-export function delay(clock: Clock, ms: number, signal?: AbortSignal): Promise<boolean> {
+/**
+ * What tells a wait that its caller went away: Node's socket or response, by its 'close' (a response also closes once
+ * answered, which comes after the wait). Listened to directly: an AbortController per held hook call cost half a KiB
+ * more (bench/burst.mjs).
+ */
+export interface Closes {
+  once(event: 'close', listener: () => void): unknown;
+  off(event: 'close', listener: () => void): unknown;
+}
+
+/** Resolves true after ms, or false as soon as `gone` closes. A close already emitted is not seen: wait from the tick
+ * the request came in, or from a wait that ended without one. */
+export function delay(clock: Clock, ms: number, gone?: Closes): Promise<boolean> {
   return new Promise((resolve) => {
-    if (signal?.aborted) return resolve(false);
-    const onAbort = () => {
+    const onClose = () => {
       clock.clearTimeout(timer);
       resolve(false);
     };
     const timer = clock.setTimeout(
       () => {
-        signal?.removeEventListener('abort', onAbort);
+        gone?.off('close', onClose);
         resolve(true);
       },
       Math.max(0, ms),
     );
-    signal?.addEventListener('abort', onAbort, { once: true });
+    gone?.once('close', onClose);
   });
 }
 

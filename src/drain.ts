@@ -2,7 +2,7 @@
 // and closes when the last hook call in it returns; every wait in it is capped by a grace period from the call's start.
 
 import type { Logger } from 'pino';
-import { type Clock, delay, toSeconds } from './clock.js';
+import { type Clock, type Closes, delay, toSeconds } from './clock.js';
 import type { Connections, EpisodeTraffic } from './connections.js';
 import type { EndReason, HookEndpoint, HookOutcome, Metrics } from './metrics.js';
 import type { DrainProxy, RequestTraffic } from './proxy.js';
@@ -102,7 +102,8 @@ export interface HoldRequest {
   endpoint: HookEndpoint;
   /** How long the caller asked to be held, after clamping. */
   ms: number;
-  signal: AbortSignal;
+  /** Closes when the caller goes away. */
+  gone: Closes;
   malformed: boolean;
   clamped: boolean;
   /** The caller's User-Agent (the kubelet sends kube-lifecycle/<version>), for the log only. */
@@ -249,7 +250,7 @@ export class Drain {
     // /observe waits for the app, at most a grace period: reaching it is the budget's end, not a deadline it set.
     const observing = req.idle?.reason === 'app_stopped';
     const atLimit: EndReason = limit < req.ms || observing ? 'budget' : req.idle ? 'deadline' : 'elapsed';
-    if (!req.idle) return (await delay(clock, limit, req.signal)) ? atLimit : 'caller_gone';
+    if (!req.idle) return (await delay(clock, limit, req.gone)) ? atLimit : 'caller_gone';
     const start = clock.now();
     for (;;) {
       const held = clock.now() - start;
@@ -257,7 +258,7 @@ export class Drain {
       if (held >= req.idle.minMs && req.idle.isIdle()) return req.idle.reason ?? 'idle';
       // Wake at min exactly, then every poll.
       const step = held < req.idle.minMs ? Math.min(req.idle.pollMs, req.idle.minMs - held) : req.idle.pollMs;
-      if (!(await delay(clock, Math.min(step, limit - held), req.signal))) return 'caller_gone';
+      if (!(await delay(clock, Math.min(step, limit - held), req.gone))) return 'caller_gone';
     }
   }
 

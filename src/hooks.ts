@@ -134,8 +134,6 @@ interface Call {
   endpoint: HookEndpoint;
   url: URL;
   userAgent: string | undefined;
-  /** Aborts when the caller goes away. */
-  gone: AbortSignal;
 }
 
 function send(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
@@ -163,7 +161,7 @@ export function hookCalls(deps: HookDeps) {
   const holdRefused = async (call: Call, refusal: HttpError) => {
     deps.evictable(call.req.socket);
     const ms = Math.min(config.defaultSleepSeconds, config.gracePeriodSeconds) * 1000;
-    await delay(clock, ms, call.gone);
+    await delay(clock, ms, call.res);
     const held = `held ${ms / 1000}s first, as a malformed call is; ${refusal.hint}`;
     refuse(call, new HttpError(refusal.status, refusal.code, refusal.message, held, refusal.headers));
   };
@@ -182,7 +180,7 @@ export function hookCalls(deps: HookDeps) {
     const result = await drain.hold({
       endpoint,
       ms: plan.ms,
-      signal: call.gone,
+      gone: call.res,
       malformed,
       clamped: plan.clamped,
       userAgent,
@@ -308,11 +306,8 @@ export function hookCalls(deps: HookDeps) {
       // No path of the API is a typo of a hook's, so what hookTypo finds is no endpoint the API would serve.
       const endpoint = exact ?? (req.method === 'GET' ? hookTypo(url.pathname) : undefined);
       if (!endpoint) return false;
-      const gone = new AbortController();
-      // Also emitted once the answer is out; an abort then would cost an exception object for nothing.
-      res.once('close', () => res.writableFinished || gone.abort());
       const userAgent = req.headers['user-agent']?.slice(0, USER_AGENT_MAX);
-      const call = { req, res, endpoint, url, userAgent, gone: gone.signal };
+      const call = { req, res, endpoint, url, userAgent };
       // A fault is answered 500 as the API answers one, whether it is thrown now or when the hold ends.
       const fail = (err: unknown) => {
         log.error({ err }, 'request failed');

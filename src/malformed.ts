@@ -7,6 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { AppDeps } from './app.js';
+import type { Closes } from './clock.js';
 import { hookAdmission } from './hooks.js';
 import type { HookEndpoint } from './metrics.js';
 
@@ -40,8 +41,8 @@ interface Rejected {
   /** The status for a request that is no hook call. */
   status: number;
   answer: Answer;
-  /** Aborts when the client goes away. */
-  gone: AbortSignal;
+  /** Closes when the client goes away. */
+  gone: Closes;
 }
 
 export function malformedRequests({ config, drain, metrics, log }: MalformedDeps) {
@@ -64,9 +65,9 @@ export function malformedRequests({ config, drain, metrics, log }: MalformedDeps
     }
     const problems = [`${problem}: the path must not contain spaces, backslashes or raw non-ASCII characters`];
     hookLog.error({ problems, holdingSeconds: config.defaultSleepSeconds }, 'malformed hook call; holding the default');
-    const hold = { endpoint: hook, ms: config.defaultSleepSeconds * 1000, signal: gone, malformed: true, clamped: false };
+    const hold = { endpoint: hook, ms: config.defaultSleepSeconds * 1000, gone, malformed: true, clamped: false };
     void drain.hold({ ...hold, userAgent: undefined }).then((result) => {
-      if (gone.aborted) return;
+      if (result.outcome === 'caller_gone') return;
       answer(400, {
         error: 'bad_request',
         message: problems.join('; '),
@@ -87,8 +88,6 @@ export function malformedRequests({ config, drain, metrics, log }: MalformedDeps
         return;
       }
       const head = err.rawPacket?.toString('latin1') ?? '';
-      const gone = new AbortController();
-      socket.once('close', () => gone.abort());
       handle({
         head,
         authorization: AUTHORIZATION_LINE.exec(head)?.[1],
@@ -100,7 +99,7 @@ export function malformedRequests({ config, drain, metrics, log }: MalformedDeps
             `HTTP/1.1 ${status} ${REASONS[status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
           );
         },
-        gone: gone.signal,
+        gone: socket,
       });
     },
 
@@ -113,8 +112,6 @@ export function malformedRequests({ config, drain, metrics, log }: MalformedDeps
       const url = req.url ?? '';
       const path = url.split('?', 1)[0] as string;
       if (url.startsWith('/') && !path.includes('\\')) return false;
-      const gone = new AbortController();
-      res.once('close', () => gone.abort());
       handle({
         head: `${req.method} ${url} `,
         authorization: req.headers.authorization,
@@ -129,7 +126,7 @@ export function malformedRequests({ config, drain, metrics, log }: MalformedDeps
           });
           res.end(text);
         },
-        gone: gone.signal,
+        gone: res,
       });
       return true;
     },

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { Drain, type HoldRequest, type IdleRuleOptions, idleRule } from '../../src/drain.js';
@@ -11,7 +12,7 @@ function setup(gracePeriodSeconds = 30) {
     drain.hold({
       endpoint: 'sleep',
       ms: seconds * 1000,
-      signal: new AbortController().signal,
+      gone: new EventEmitter(),
       malformed: false,
       clamped: false,
       userAgent: 'kube-lifecycle/1.34',
@@ -79,10 +80,10 @@ describe('Drain', () => {
 
   it('stops waiting when the caller goes away, and counts it', async () => {
     const { hold, finished, value, lines } = setup();
-    const caller = new AbortController();
-    const result = hold(20, { signal: caller.signal });
+    const caller = new EventEmitter();
+    const result = hold(20, { gone: caller });
     await vi.advanceTimersByTimeAsync(3000);
-    caller.abort();
+    caller.emit('close');
     expect(await result).toMatchObject({ outcome: 'caller_gone', reason: 'caller_gone', waitedSeconds: 3 });
     expect(finished()).toEqual([expect.objectContaining({ reason: 'caller_gone', durationSeconds: 3 })]);
     expect(await value('drain_sidecar_hook_calls_total', { endpoint: 'sleep', outcome: 'caller_gone' })).toBe(1);
@@ -157,10 +158,10 @@ describe('Drain with an idle rule (/drain)', () => {
 
   it('stops when the caller goes away', async () => {
     const { hold } = setup();
-    const caller = new AbortController();
-    const result = hold(10, { signal: caller.signal, idle: { minMs: 2000, pollMs: 200, isIdle: () => false } });
+    const caller = new EventEmitter();
+    const result = hold(10, { gone: caller, idle: { minMs: 2000, pollMs: 200, isIdle: () => false } });
     await vi.advanceTimersByTimeAsync(3100);
-    caller.abort();
+    caller.emit('close');
     expect(await result).toMatchObject({ reason: 'caller_gone', outcome: 'caller_gone', waitedSeconds: 3.1 });
   });
 });

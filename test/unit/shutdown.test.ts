@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { Drain } from '../../src/drain.js';
@@ -20,8 +21,8 @@ function setup({ grace = 30, hold = 2, finalScrape = 15 } = {}) {
     appStopped: () => !app.listening,
     exit,
   });
-  const sleep = (seconds: number, signal = new AbortController().signal) =>
-    drain.hold({ endpoint: 'sleep', ms: seconds * 1000, signal, malformed: false, clamped: false, userAgent: undefined });
+  const sleep = (seconds: number, gone = new EventEmitter()) =>
+    drain.hold({ endpoint: 'sleep', ms: seconds * 1000, gone, malformed: false, clamped: false, userAgent: undefined });
   const finished = () => wiring.lines.filter((l) => l.msg === 'drain finished');
   return { ...wiring, drain, scrapes, app, exit, shutdown, sleep, finished };
 }
