@@ -127,14 +127,17 @@ interface HookPlan {
   figures?: () => object;
 }
 
-/** A hook call in progress: what it answers on, and what the plans read of it. */
+/** A hook call in progress: what it answers on, and what its log lines and answer name. */
 interface Call {
   req: IncomingMessage;
   res: ServerResponse;
   endpoint: HookEndpoint;
-  url: URL;
+  /** The path, decoded; the query is read once, when the call is planned. */
+  path: string;
   userAgent: string | undefined;
 }
+
+const INTERNAL = { error: 'internal', message: 'internal error', hint: 'see the sidecar log' };
 
 function send(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
@@ -145,12 +148,22 @@ function send(res: ServerResponse, status: number, body: object, headers: Record
 export function hookCalls(deps: HookDeps) {
   const { config, clock, drain, connections, proxy, metrics, log } = deps;
   const admit = hookAdmission(deps);
+  // What a malformed call or a typo is held for instead, and how to write it; made once, as the configuration is fixed.
+  const { defaultSleepSeconds: sleepS, drainMinSeconds: minS, drainQuietSeconds: quietS } = config;
+  const fallback = {
+    sleep: `the default ${sleepS}s, e.g. /sleep?s=20`,
+    drain: `the defaults (min ${minS}s, max ${sleepS}s, quiet ${quietS}s), e.g. /drain?min=5&max=20&quiet=3`,
+    typo: { sleep: `the default ${sleepS}s, e.g. /sleep?s=20`, drain: `the default ${sleepS}s, e.g. /drain?max=20`, observe: '' },
+  };
+
+  /** A fault is answered 500 as the API answers one, whether it is thrown as the call comes or when its hold ends. */
+  const fail = (res: ServerResponse, err: unknown) => {
+    log.error({ err }, 'request failed');
+    if (!res.headersSent) send(res, 500, INTERNAL);
+  };
 
   const refuse = (call: Call, err: HttpError) => {
-    log.warn(
-      { status: err.status, error: err.code, method: call.req.method, path: decodedPath(call.url.pathname).slice(0, 100) },
-      'request refused',
-    );
+    log.warn({ status: err.status, error: err.code, method: call.req.method, path: call.path.slice(0, 100) }, 'request refused');
     send(call.res, err.status, { error: err.code, message: err.message, hint: err.hint }, err.headers);
   };
 
@@ -159,61 +172,72 @@ export function hookCalls(deps: HookDeps) {
    * and a timer, not a slot; its connection one a new client may close), then answered 429.
    */
   const holdRefused = async (call: Call, refusal: HttpError) => {
-    deps.evictable(call.req.socket);
-    const ms = Math.min(config.defaultSleepSeconds, config.gracePeriodSeconds) * 1000;
-    await delay(clock, ms, call.res);
-    const held = `held ${ms / 1000}s first, as a malformed call is; ${refusal.hint}`;
-    refuse(call, new HttpError(refusal.status, refusal.code, refusal.message, held, refusal.headers));
+    try {
+      deps.evictable(call.req.socket);
+      const ms = Math.min(config.defaultSleepSeconds, config.gracePeriodSeconds) * 1000;
+      await delay(clock, ms, call.res);
+      const held = `held ${ms / 1000}s first, as a malformed call is; ${refusal.hint}`;
+      refuse(call, new HttpError(refusal.status, refusal.code, refusal.message, held, refusal.headers));
+    } catch (err) {
+      fail(call.res, err);
+    }
   };
 
   const hold = async (call: Call, plan: HookPlan, status: number) => {
-    const { endpoint, userAgent } = call;
-    const malformed = plan.problems.length > 0;
-    if (malformed)
-      log.error(
-        { endpoint, userAgent, problems: plan.problems, holdingSeconds: plan.ms / 1000 },
-        'malformed hook call; holding the default',
-      );
-    if (plan.clamped)
-      log.warn({ endpoint, userAgent, requested: plan.requested, maxSleepSeconds: config.maxSleepSeconds }, 'hook wait clamped');
+    const { endpoint, userAgent, res } = call;
+    try {
+      const malformed = plan.problems.length > 0;
+      if (malformed)
+        log.error(
+          { endpoint, userAgent, problems: plan.problems, holdingSeconds: plan.ms / 1000 },
+          'malformed hook call; holding the default',
+        );
+      if (plan.clamped)
+        log.warn(
+          { endpoint, userAgent, requested: plan.requested, maxSleepSeconds: config.maxSleepSeconds },
+          'hook wait clamped',
+        );
 
-    const result = await drain.hold({
-      endpoint,
-      ms: plan.ms,
-      gone: call.res,
-      malformed,
-      clamped: plan.clamped,
-      userAgent,
-      idle: plan.idle,
-    });
-    const body = {
-      endpoint,
-      episode: result.episode,
-      reason: result.reason,
-      heldSeconds: result.waitedSeconds,
-      ...(result.appStoppedSeconds !== undefined && { appStoppedSeconds: result.appStoppedSeconds }),
-      requested: plan.requested,
-      clamped: plan.clamped,
-      ...plan.figures?.(),
-    };
-    if (!malformed) return send(call.res, status, body);
-    const hint = `the pod was held for ${plan.fallback} anyway; fix the hook path`;
-    send(call.res, status === 200 ? 400 : status, { error: 'bad_request', message: plan.problems.join('; '), hint, ...body });
+      const result = await drain.hold({
+        endpoint,
+        ms: plan.ms,
+        gone: res,
+        malformed,
+        clamped: plan.clamped,
+        userAgent,
+        idle: plan.idle,
+      });
+      const body = {
+        endpoint,
+        episode: result.episode,
+        reason: result.reason,
+        heldSeconds: result.waitedSeconds,
+        ...(result.appStoppedSeconds !== undefined && { appStoppedSeconds: result.appStoppedSeconds }),
+        requested: plan.requested,
+        clamped: plan.clamped,
+        ...plan.figures?.(),
+      };
+      if (!malformed) return send(res, status, body);
+      const hint = `the pod was held for ${plan.fallback} anyway; fix the hook path`;
+      send(res, status === 200 ? 400 : status, { error: 'bad_request', message: plan.problems.join('; '), hint, ...body });
+    } catch (err) {
+      fail(res, err);
+    }
   };
 
-  const sleep = (call: Call): HookPlan => {
-    const p = parseSleepParams(call.url.searchParams, config);
+  const sleep = (query: URLSearchParams): HookPlan => {
+    const p = parseSleepParams(query, config);
     return {
       ms: p.seconds * 1000,
       clamped: p.clamped,
       problems: p.problems,
       requested: { s: p.requestedSeconds ?? null },
-      fallback: `the default ${config.defaultSleepSeconds}s, e.g. /sleep?s=20`,
+      fallback: fallback.sleep,
     };
   };
 
-  const drainPlan = (call: Call): HookPlan => {
-    const p = parseDrainParams(call.url.searchParams, config);
+  const drainPlan = (query: URLSearchParams): HookPlan => {
+    const p = parseDrainParams(query, config);
     const start = clock.now();
     const traffic = connections.traffic(start);
     const requests = proxy?.traffic(start);
@@ -232,7 +256,7 @@ export function hookCalls(deps: HookDeps) {
       problems: p.problems,
       requested: { min: p.requested.min ?? null, max: p.requested.max ?? null, quiet: p.requested.quiet ?? null },
       idle,
-      fallback: `the defaults (min ${config.drainMinSeconds}s, max ${config.defaultSleepSeconds}s, quiet ${config.drainQuietSeconds}s), e.g. /drain?min=5&max=20&quiet=3`,
+      fallback: fallback.drain,
       figures: () => ({
         minSeconds: p.minSeconds,
         maxSeconds: p.maxSeconds,
@@ -246,19 +270,11 @@ export function hookCalls(deps: HookDeps) {
 
   // The sidecar container's own preStop hook, when something else holds the app: every container's hook starts as the
   // termination does, so this call marks its start; it is held until the app's listeners are gone (the app exited after
-  // its own hook and shutdown), at most a grace period, and answered with what the traffic did meanwhile.
-  const observe = (call: Call): HookPlan | undefined => {
+  // its own hook and shutdown), at most a grace period, and answered with what the traffic did meanwhile. Undefined
+  // when there is nothing to observe: then it is answered at once.
+  const observe = (): HookPlan | undefined => {
     const traffic = connections.traffic(clock.now());
-    if (!traffic) {
-      log.warn({ endpoint: 'observe' }, 'observe call with nothing to observe');
-      send(call.res, 200, {
-        endpoint: 'observe',
-        watching: false,
-        message: 'the app is not watched: no DRAIN_APP_PORTS, or no readable socket tables',
-        hint: 'set DRAIN_APP_PORTS to the ports the app listens on',
-      });
-      return undefined;
-    }
+    if (!traffic) return undefined;
     const pollMs = config.pollSeconds * 1000;
     const idle = { minMs: 0, pollMs, isIdle: () => !connections.listening(pollMs), reason: 'app_stopped' as const };
     const figures = () => ({ watching: true, ...traffic() });
@@ -267,27 +283,41 @@ export function hookCalls(deps: HookDeps) {
 
   // A typo in the hook's path is the likeliest one (`/sleep/`, `/SLEEP`, `/%2fsleep`, `/slep`): held for the default
   // like a malformed call, so that it still protects the pod, then answered 404 with what was meant.
-  const typo = (call: Call): HookPlan => {
-    const { endpoint } = call;
-    return {
-      ms: config.defaultSleepSeconds * 1000,
-      clamped: false,
-      problems: [`no endpoint at ${decodedPath(call.url.pathname).slice(0, 100)}; the hook endpoint is /${endpoint}`],
-      requested: {},
-      fallback: `the default ${config.defaultSleepSeconds}s, e.g. /${endpoint}${endpoint === 'sleep' ? '?s=20' : '?max=20'}`,
-    };
-  };
+  const typo = ({ endpoint, path }: Call): HookPlan => ({
+    ms: config.defaultSleepSeconds * 1000,
+    clamped: false,
+    problems: [`no endpoint at ${path.slice(0, 100)}; the hook endpoint is /${endpoint}`],
+    requested: {},
+    fallback: fallback.typo[endpoint],
+  });
 
-  const PLANS: Record<HookEndpoint, (call: Call) => HookPlan | undefined> = { sleep, drain: drainPlan, observe };
-
-  /** Admits a call and holds it, or refuses it; resolves once it is answered. */
-  const serve = (call: Call, meant: boolean): Promise<void> => {
+  /** Admits a call and holds it, or refuses it. Synchronous up to the hold; a fault there throws. */
+  const serve = (call: Call, query: URLSearchParams, meant: boolean): void => {
     if (meant) metrics.invalidRequests.inc({ reason: 'not_found' });
     const refusal = admit(call.endpoint, call.req.headers.authorization);
-    if (refusal?.status === 429) return holdRefused(call, refusal);
-    if (refusal) return Promise.resolve(refuse(call, refusal));
-    const plan = meant ? typo(call) : PLANS[call.endpoint](call);
-    return plan ? hold(call, plan, meant ? 404 : 200) : Promise.resolve();
+    if (refusal) {
+      if (refusal.status === 429) void holdRefused(call, refusal);
+      else refuse(call, refusal);
+      return;
+    }
+    const plan = meant
+      ? typo(call)
+      : call.endpoint === 'sleep'
+        ? sleep(query)
+        : call.endpoint === 'drain'
+          ? drainPlan(query)
+          : observe();
+    if (plan) {
+      void hold(call, plan, meant ? 404 : 200);
+      return;
+    }
+    log.warn({ endpoint: 'observe' }, 'observe call with nothing to observe');
+    send(call.res, 200, {
+      endpoint: 'observe',
+      watching: false,
+      message: 'the app is not watched: no DRAIN_APP_PORTS, or no readable socket tables',
+      hint: 'set DRAIN_APP_PORTS to the ports the app listens on',
+    });
   };
 
   return {
@@ -307,16 +337,10 @@ export function hookCalls(deps: HookDeps) {
       const endpoint = exact ?? (req.method === 'GET' ? hookTypo(url.pathname) : undefined);
       if (!endpoint) return false;
       const userAgent = req.headers['user-agent']?.slice(0, USER_AGENT_MAX);
-      const call = { req, res, endpoint, url, userAgent };
-      // A fault is answered 500 as the API answers one, whether it is thrown now or when the hold ends.
-      const fail = (err: unknown) => {
-        log.error({ err }, 'request failed');
-        if (!res.headersSent) send(res, 500, { error: 'internal', message: 'internal error', hint: 'see the sidecar log' });
-      };
       try {
-        serve(call, meant).catch(fail);
+        serve({ req, res, endpoint, path, userAgent }, url.searchParams, meant);
       } catch (err) {
-        fail(err);
+        fail(res, err);
       }
       return true;
     },
