@@ -114,6 +114,29 @@ function decodedPath(pathname: string): string {
   }
 }
 
+/**
+ * The hook a request is for: GET or HEAD on an endpoint's path as the API's router would read it (leading slashes
+ * collapsed, dot segments resolved, percent-escapes decoded), or a GET on a typo of one (meant). Undefined for what the
+ * API answers: its own paths, other methods (405 on a hook's path), and other paths (404).
+ */
+export function hookRoute(
+  method: string | undefined,
+  target: string,
+): { endpoint: HookEndpoint; path: string; query: URLSearchParams; meant: boolean } | undefined {
+  if (method !== 'GET' && method !== 'HEAD') return undefined;
+  let url: URL;
+  try {
+    url = hookUrl(target);
+  } catch {
+    return undefined;
+  }
+  const path = decodedPath(url.pathname);
+  const exact = ENDPOINTS.get(path);
+  // No path of the API is a typo of a hook's, so what hookTypo finds is no endpoint the API would serve.
+  const endpoint = exact ?? (method === 'GET' ? hookTypo(url.pathname) : undefined);
+  return endpoint && { endpoint, path, query: url.searchParams, meant: exact === undefined };
+}
+
 /** What a hook call asks for, after parsing: problems and clamping are reported, and the pod is held anyway. */
 interface HookPlan {
   ms: number;
@@ -323,22 +346,12 @@ export function hookCalls(deps: HookDeps) {
   return {
     /** Answers a hook call (true), or leaves the request to the API (false): another path, or a method hooks do not use. */
     request(req: IncomingMessage, res: ServerResponse): boolean {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return false;
-      let url: URL;
-      try {
-        url = hookUrl(req.url ?? '/');
-      } catch {
-        return false;
-      }
-      const path = decodedPath(url.pathname);
-      const exact = ENDPOINTS.get(path);
-      const meant = exact === undefined;
-      // No path of the API is a typo of a hook's, so what hookTypo finds is no endpoint the API would serve.
-      const endpoint = exact ?? (req.method === 'GET' ? hookTypo(url.pathname) : undefined);
-      if (!endpoint) return false;
+      const route = hookRoute(req.method, req.url ?? '/');
+      if (!route) return false;
+      const { endpoint, path, query, meant } = route;
       const userAgent = req.headers['user-agent']?.slice(0, USER_AGENT_MAX);
       try {
-        serve({ req, res, endpoint, path, userAgent }, url.searchParams, meant);
+        serve({ req, res, endpoint, path, userAgent }, query, meant);
       } catch (err) {
         fail(res, err);
       }
