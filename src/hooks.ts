@@ -80,7 +80,7 @@ export function hookAdmission({ config, drain }: Pick<HookDeps, 'config' | 'drai
 
 /** The hook endpoint a path not found was likely meant for: the same name but for case, slashes or an escape, or one
  * letter off. */
-export function hookTypo(pathname: string): HookEndpoint | undefined {
+function hookTypo(pathname: string): HookEndpoint | undefined {
   let name: string;
   try {
     name = decodeURIComponent(pathname);
