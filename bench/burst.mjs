@@ -1,9 +1,9 @@
-// A burst of 10,000 concurrent hook calls (every pod on a busy node terminating at once, or a storm), held 3 s each:
-// how late each answer comes after its 3 s, how many connections the kernel dropped from the full accept queue
-// (TcpExt ListenOverflows), the CPU spent, and the private memory each held call costs at the peak, for the built
-// executable (DRAIN_MAX_HOOKS raised for it; in the image's environment, as the bare servers), any other executable
-// given, a bare node:http server on the same Node, and the Go floor (bench/floor) when Go is installed, one after
-// another. Prints figures; asserts nothing.
+// A burst of 10,000 concurrent hook calls on one port (a storm: a kubelet makes one per container), held 3 s each: how
+// late each answer comes after its 3 s, how many connections the kernel dropped from the full accept queue (TcpExt
+// ListenOverflows), the CPU spent, and the private memory each held call costs at the peak, for the built executable
+// (DRAIN_MAX_HOOKS raised for it; in the image's environment, as the bare servers), any other executable given, bare
+// node:http servers on the same Node, and the Go floor (bench/floor) when Go is installed, one after another. Prints
+// figures; asserts nothing.
 // Usage: npm run build:sea && node bench/burst.mjs [other-executable ...]   (as root: it raises its own file limit)
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
