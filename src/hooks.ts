@@ -13,7 +13,7 @@ import { type Clock, delay } from './clock.js';
 import type { Config } from './config.js';
 import type { Connections } from './connections.js';
 import { type Drain, type IdleRule, idleRule } from './drain.js';
-import type { HookEndpoint, Metrics } from './metrics.js';
+import { HOOK_ENDPOINTS, type HookEndpoint, type Metrics } from './metrics.js';
 import { hookUrl, parseDrainParams, parseSleepParams } from './params.js';
 import type { DrainProxy } from './proxy.js';
 
@@ -29,11 +29,7 @@ export interface HookDeps {
   evictable: (socket: Socket) => void;
 }
 
-const ENDPOINTS = new Map<string, HookEndpoint>([
-  ['/sleep', 'sleep'],
-  ['/drain', 'drain'],
-  ['/observe', 'observe'],
-]);
+const ENDPOINTS = new Map<string, HookEndpoint>(HOOK_ENDPOINTS.map((endpoint) => [`/${endpoint}`, endpoint]));
 const USER_AGENT_MAX = 64;
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest();
@@ -173,10 +169,11 @@ export function hookCalls(deps: HookDeps) {
   const admit = hookAdmission(deps);
   // What a malformed call or a typo is held for instead, and how to write it; made once, as the configuration is fixed.
   const { defaultSleepSeconds: sleepS, drainMinSeconds: minS, drainQuietSeconds: quietS } = config;
+  const sleepFallback = `the default ${sleepS}s, e.g. /sleep?s=20`;
   const fallback = {
-    sleep: `the default ${sleepS}s, e.g. /sleep?s=20`,
+    sleep: sleepFallback,
     drain: `the defaults (min ${minS}s, max ${sleepS}s, quiet ${quietS}s), e.g. /drain?min=5&max=20&quiet=3`,
-    typo: { sleep: `the default ${sleepS}s, e.g. /sleep?s=20`, drain: `the default ${sleepS}s, e.g. /drain?max=20`, observe: '' },
+    typo: { sleep: sleepFallback, drain: `the default ${sleepS}s, e.g. /drain?max=20`, observe: '' },
   };
 
   /** A fault is answered 500 as the API answers one, whether it is thrown as the call comes or when its hold ends. */
